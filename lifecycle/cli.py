@@ -1,0 +1,84 @@
+"""Command line: `python -m lifecycle <stage|all|status|options> --config FILE [key=value ...]`.
+
+Each stage module's `main()` comes here too, so `python -m lifecycle.scope --config …`
+and `python -m lifecycle scope --config …` are the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+
+from lifecycle.core import pipeline
+from lifecycle.core.config import describe
+from lifecycle.core.errors import LifecycleError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lifecycle",
+        description="Take a generative-AI use case through its lifecycle, one stage at a time. "
+        "Stages: " + " -> ".join(pipeline.STAGES) + ".",
+        epilog="Overrides: any option as section.key=value, e.g. `scope.criteria.min_rougeL=0.3 data.limit.train=32`. "
+        "`python -m lifecycle options` lists them all.")
+    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "options"],
+                   help="a stage, `all` stages in order, `status` of the run's stages, or `options` to list every option")
+    p.add_argument("--config", help="YAML config, e.g. configs/offline.yaml (required except for `options`)")
+    p.add_argument("--force", action="store_true", help="run the stage(s) even when up to date")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(argv)  # overrides may follow --config
+    try:
+        if args.command == "options":
+            return _options()
+        if not args.config:
+            raise LifecycleError(f"`{args.command}` needs --config FILE, e.g. --config configs/offline.yaml.")
+        from lifecycle.config import load
+
+        cfg = load(args.config, args.overrides)
+        if args.command == "status":
+            return _status(cfg, args.config)
+        for stage in pipeline.STAGES if args.command == "all" else [args.command]:
+            pipeline.execute(cfg, stage, args.config, force=args.force)
+        return 0
+    except LifecycleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def stage_main(stage: str, argv: list[str] | None = None) -> int:
+    return main([stage, *(sys.argv[1:] if argv is None else argv)])
+
+
+def _options() -> int:
+    from lifecycle.config import Config
+
+    for key, default, help_text in describe(Config):
+        print(f"{key} = {default}\n    {help_text}")
+    return 0
+
+
+def _status(cfg, config_path: str) -> int:
+    from lifecycle.core.store import Run
+
+    print(f"run {Run(cfg.run).root}  (config {config_path})")
+    print(f"{'stage':<10} {'status':<12} {'finished':<26} {'age':>8}  next step")
+    for stage in pipeline.STAGES:
+        state = pipeline.status(cfg, stage)
+        finished = (state.manifest or {}).get("finished_at", "-")
+        age = _age(finished) if state.manifest else "-"
+        step = "-" if state.state == "up to date" else f"{state.reason}: {pipeline.command(stage, config_path)}"
+        print(f"{stage:<10} {state.state:<12} {finished:<26} {age:>8}  {step}")
+    return 0
+
+
+def _age(iso: str) -> str:
+    seconds = (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"

@@ -1,0 +1,28 @@
+"""The whole run's configuration: one section per concern, one per stage.
+
+`load("configs/offline.yaml", ["scope.criteria.min_rougeL=0.3"])` reads the YAML,
+applies the overrides and checks every key, type and value before anything heavy
+starts. `python -m lifecycle options` lists every option with its help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lifecycle.core.config import build, load_yaml, option
+from lifecycle.core.data import DataConfig
+from lifecycle.core.models import ModelsConfig
+from lifecycle.core.store import RunConfig
+from lifecycle.scope import ScopeConfig
+
+
+@dataclass
+class Config:
+    run: RunConfig = option(RunConfig, help="Run name, folder and seed.")
+    data: DataConfig = option(DataConfig, help="The dataset and its columns and splits.")
+    models: ModelsConfig = option(ModelsConfig, help="Candidate foundation models, device and dtype.")
+    scope: ScopeConfig = option(ScopeConfig, help="Task, success criteria and budgets.")
+
+
+def load(path: str, overrides: list[str] = ()) -> Config:
+    return build(Config, load_yaml(path, list(overrides)))

@@ -1,0 +1,143 @@
+"""The run directory: `runs/<name>/<stage>/` with a `manifest.json` written last.
+
+A stage works in `runs/<name>/<stage>.partial/` and is swapped into place only
+when it completed, so a killed stage never leaves a half-written `<stage>/` for a
+later stage to trust. The partial folder survives a kill (training checkpoints
+live there and resume), and a stage that raised writes its `failed` manifest
+there, which is how `status` and downstream stages learn of the failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lifecycle.core.config import option, require
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RunConfig:
+    name: str = option("offline-default", help="Name of the run; its artifacts go to `<root>/<name>/`.")
+    root: str = option("runs", help="Folder that holds the run directories.")
+    seed: int = option(42, help="Seed for sampling, shuffling and training, so a run can be repeated.")
+
+    def __post_init__(self):
+        require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name", self.name,
+                "a plain folder name without `/` and not starting with `.`")
+        require(self.seed >= 0, "seed", self.seed, "a non-negative whole number")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_outputs(folder: Path) -> dict[str, dict]:
+    """Every file a stage wrote (but the manifest and dot-files), with its size and sha256."""
+    outputs = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel != MANIFEST and not any(part.startswith(".") for part in rel.split("/")):
+            outputs[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return outputs
+
+
+class Run:
+    """One run directory. Knows where each stage's artifacts and manifest are."""
+
+    def __init__(self, cfg: RunConfig):
+        self.root = Path(cfg.root) / cfg.name
+
+    def dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def partial_dir(self, stage: str) -> Path:
+        return self.root / f"{stage}.partial"
+
+    def manifest(self, stage: str) -> dict | None:
+        """The stage's latest manifest: a failed attempt if one is pending, else the completed one."""
+        self._recover(stage)
+        for path in (self.partial_dir(stage) / MANIFEST, self.dir(stage) / MANIFEST):
+            if path.is_file():
+                return json.loads(path.read_text())
+        return None
+
+    def manifest_hash(self, stage: str) -> str | None:
+        path = self.dir(stage) / MANIFEST
+        return sha256_file(path) if path.is_file() else None
+
+    def interrupted(self, stage: str) -> bool:
+        """A partial folder without a manifest: the stage was killed mid-way (and can resume)."""
+        partial = self.partial_dir(stage)
+        return partial.is_dir() and not (partial / MANIFEST).exists()
+
+    def begin(self, stage: str, config_hash: str) -> Path:
+        """The stage's working folder. Kept from a killed attempt with the same config so
+        training can resume from its checkpoints; cleared when the config changed."""
+        self._recover(stage)
+        partial = self.partial_dir(stage)
+        marker = partial / ".config_hash"
+        if partial.exists() and (not marker.is_file() or marker.read_text() != config_hash):
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / MANIFEST).unlink(missing_ok=True)  # a retry of a failed attempt
+        marker.write_text(config_hash)
+        return partial
+
+    def fail(self, stage: str, manifest: dict) -> None:
+        write_json(self.partial_dir(stage) / MANIFEST, manifest)
+
+    def commit(self, stage: str, manifest: dict) -> None:
+        """Write the manifest last, then swap the partial folder into place."""
+        (self.partial_dir(stage) / ".config_hash").unlink(missing_ok=True)
+        write_json(self.partial_dir(stage) / MANIFEST, manifest)
+        self._swap(stage)
+
+    def _swap(self, stage: str) -> None:
+        partial, final, old = self.partial_dir(stage), self.dir(stage), self.root / f"{stage}.old"
+        if old.exists() and final.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            final.rename(old)
+        partial.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _recover(self, stage: str) -> None:
+        """Finish a swap that a kill interrupted: a completed manifest in the partial
+        folder means the stage finished, so its folder becomes the stage's."""
+        partial, final, old = self.partial_dir(stage), self.dir(stage), self.root / f"{stage}.old"
+        done = partial / MANIFEST
+        if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+            self._swap(stage)
+        elif old.exists():
+            if final.exists():
+                shutil.rmtree(old)
+            else:
+                old.rename(final)

@@ -1,0 +1,92 @@
+"""Fixtures: tiny randomly initialised causal and seq2seq models, saved with
+`save_pretrained` (exactly what a user's local model folder looks like), and a
+helper to run the real CLI on a temporary run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# The suite never needs the hub; offline mode makes a hub lookup fail at once
+# instead of after huggingface_hub's retries (set before it is imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lifecycle.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+
+
+def _tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", chat_template=CHAT_TEMPLATE, model_max_length=512)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from lifecycle.core.data import DEMO_DIR
+
+    rows = [json.loads(line) for line in (DEMO_DIR / "dialogues" / "train.jsonl").read_text().splitlines()]
+    return _tokenizer([r["dialogue"] for r in rows] + [r["summary"] for r in rows])
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory, tokenizer) -> str:
+    """A 2-layer, 32-wide Llama with the tiny tokenizer and a chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("models") / "tiny-causal"
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq(tmp_path_factory, tokenizer) -> str:
+    """A 2-layer, 32-wide T5 (encoder-decoder) with the same tokenizer."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("models") / "tiny-seq2seq"
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def run_cli(tmp_path, tiny_causal, tiny_seq2seq, capsys):
+    """Run `python -m lifecycle ...` in-process on configs/tiny.yaml with the tiny
+    models and a temporary run root; returns (exit code, stdout, stderr)."""
+
+    def call(command: str, *overrides: str, config: str = str(ROOT / "configs" / "tiny.yaml")):
+        args = [command, "--config", config, f"run.root={tmp_path / 'runs'}",
+                f"models.candidates=[{tiny_causal}, {tiny_seq2seq}]", *overrides]
+        code = cli_main(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    call.root = tmp_path / "runs" / "tiny"
+    return call
