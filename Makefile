@@ -11,7 +11,7 @@ ARGS   ?=
 # with a local wheel); on a GPU machine set TORCH to the build that matches its CUDA.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo all scope status options test clean
+.PHONY: setup demo all scope select prompt evaluate status options test clean
 
 setup: $(VENV)/.installed
 
@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo all: setup
 	$(PY) -m lifecycle all --config $(CONFIG) $(ARGS)
 
-scope: setup
+scope select prompt evaluate: setup
 	$(PY) -m lifecycle $@ --config $(CONFIG) $(ARGS)
 
 status: setup

@@ -13,7 +13,10 @@ from lifecycle.core.config import build, load_yaml, option
 from lifecycle.core.data import DataConfig
 from lifecycle.core.models import ModelsConfig
 from lifecycle.core.store import RunConfig
+from lifecycle.evaluate import EvaluateConfig
+from lifecycle.prompt import PromptConfig
 from lifecycle.scope import ScopeConfig
+from lifecycle.select import SelectConfig
 
 
 @dataclass
@@ -22,6 +25,9 @@ class Config:
     data: DataConfig = option(DataConfig, help="The dataset and its columns and splits.")
     models: ModelsConfig = option(ModelsConfig, help="Candidate foundation models, device and dtype.")
     scope: ScopeConfig = option(ScopeConfig, help="Task, success criteria and budgets.")
+    select: SelectConfig = option(SelectConfig, help="Zero-shot comparison of the candidate models.")
+    prompt: PromptConfig = option(PromptConfig, help="Prompt-engineering sweep: templates, few-shot, generation.")
+    evaluate: EvaluateConfig = option(EvaluateConfig, help="Side-by-side evaluation on the test split.")
 
 
 def load(path: str, overrides: list[str] = ()) -> Config:

@@ -62,7 +62,8 @@ def tiny_causal(tmp_path_factory, tokenizer) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_seq2seq(tmp_path_factory, tokenizer) -> str:
-    """A 2-layer, 32-wide T5 (encoder-decoder) with the same tokenizer."""
+    """A 2-layer, 32-wide T5 (encoder-decoder) with the same tokenizer. T5 has no position
+    limit; its tokenizer's model_max_length (2048 here, as the tiny BPE makes long inputs) is its context."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -73,6 +74,8 @@ def tiny_seq2seq(tmp_path_factory, tokenizer) -> str:
     path = tmp_path_factory.mktemp("models") / "tiny-seq2seq"
     T5ForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
+    settings = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 2048}))
     return str(path)
 
 

@@ -16,7 +16,7 @@ def test_local_folders_load_causal_and_seq2seq(tiny_causal, tiny_seq2seq):
     assert next(causal.parameters()).dtype == torch.float32 and not causal.training
     tok = models.load_tokenizer(tiny_causal)
     assert models.context_length(causal.config, tok) == 2048
-    assert models.context_length(seq2seq.config, tok) == 512  # T5: the tokenizer's limit
+    assert models.context_length(seq2seq.config, models.load_tokenizer(tiny_seq2seq)) == 2048  # T5: the tokenizer's
 
 
 def test_hub_ids_pass_through_and_fail_clearly_offline():

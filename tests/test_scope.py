@@ -14,7 +14,7 @@ def test_scope_writes_report_and_manifest(run_cli, tiny_causal, tiny_seq2seq):
     scope = json.loads((folder / "scope.json").read_text())
     assert scope["splits"]["train"]["rows"] == 16 and scope["splits"]["test"]["rows"] == 8
     assert [c["seq2seq"] for c in scope["candidates"]] == [False, True]
-    assert [c["context_length"] for c in scope["candidates"]] == [2048, 512]
+    assert [c["context_length"] for c in scope["candidates"]] == [2048, 2048]
     assert scope["criteria"]["min_rougeL"] == 0.25
     tokens = scope["candidates"][0]["tokens"]["train"]["input"]
     assert 0 < tokens["mean"] <= tokens["p95"] <= tokens["max"]
@@ -43,10 +43,11 @@ def test_scope_skips_when_up_to_date_and_reruns_on_a_new_criterion(run_cli):
 
 
 def test_scope_warns_about_inputs_that_would_be_truncated(run_cli):
-    code, out, _ = run_cli("scope", "scope.max_new_tokens=500")  # the tiny T5's context is 512
+    code, out, _ = run_cli("scope", "scope.max_new_tokens=1900")  # the tiny models' context is 2048 tokens
     assert code == 0
     scope = json.loads((run_cli.root / "scope" / "scope.json").read_text())
     assert any("tiny-seq2seq" in w and "truncated" in w for w in scope["warnings"])
+    assert any("tiny-causal" in w for w in scope["warnings"])
     assert "warning:" in out
 
 

@@ -31,6 +31,8 @@ class DataConfig:
     input_column: str = option("dialogue", help="Column holding the model input (the dialogue).")
     target_column: str = option("summary", help="Column holding the reference output (the summary).")
     id_column: str | None = option("id", help="Column of unique example ids; null numbers the rows instead.")
+    slice_column: str | None = option(None, help="Boolean column marking a slice that evaluate and rlhf also "
+                                      "report on its own (the demo's `heated` dialogues); null for none.")
     train_split: str = option("train", help="Split used for few-shot examples and training.")
     validation_split: str = option("validation", help="Split used for model selection, prompt search and eval loss.")
     test_split: str = option("test", help="Held-out split used only by evaluate, rlhf's before/after and quantize.")
@@ -81,7 +83,7 @@ def validate(splits, cfg: DataConfig) -> None:
         where = f"split `{cfg.splits[role]}` of `{cfg.path}`"
         if len(ds) == 0:
             raise DataError(f"{where} is empty. Point data.{role}_split to a split with examples, or fix the files.")
-        for column in (cfg.input_column, cfg.target_column, id_column):
+        for column in (cfg.input_column, cfg.target_column, id_column, *([cfg.slice_column] if cfg.slice_column else [])):
             if column not in ds.column_names:
                 raise DataError(f"{where} has no column `{column}`; its columns are {ds.column_names}. Set "
                                 "data.input_column / data.target_column / data.id_column to the right names.")
@@ -91,6 +93,9 @@ def validate(splits, cfg: DataConfig) -> None:
                 raise DataError(f"{where}: column `{column}` must hold non-empty text, but {len(bad)} row(s) do not "
                                 f"(first: row {bad[0]}, id {ds[bad[0]][id_column]!r}, value {ds[bad[0]][column]!r}). "
                                 "Fix or drop those rows.")
+        if cfg.slice_column and not all(isinstance(v, bool) for v in ds[cfg.slice_column]):
+            raise DataError(f"{where}: slice column `{cfg.slice_column}` must hold true/false in every row. "
+                            "Fix the data or set data.slice_column=null.")
         seen.update(str(v) for v in ds[id_column])
     dupes = [k for k, n in seen.items() if n > 1]
     if dupes:

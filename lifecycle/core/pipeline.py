@@ -22,7 +22,7 @@ from lifecycle.core.config import fingerprint, to_dict
 from lifecycle.core.errors import StageError
 from lifecycle.core.store import MANIFEST, Run, list_outputs
 
-STAGES = ("scope",)
+STAGES = ("scope", "select", "prompt", "evaluate")
 LIBRARIES = ("lifecycle", "torch", "transformers", "datasets", "peft", "trl", "evaluate", "accelerate")
 
 

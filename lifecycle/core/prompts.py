@@ -1,0 +1,76 @@
+"""Prompt formatting: an instruction template, optional few-shot examples, and the
+model's chat template when it has one.
+
+A template is text with one `{input}` placeholder. Few-shot examples come from the
+train split only, and are dropped (last first) when the prompt plus the output budget
+would not fit the model's context: the caller learns how many were dropped, so a
+few-shot prompt never overflows silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lifecycle.core.errors import DataError
+
+TEMPLATES = {
+    "summarize": "Summarize the following conversation.\n\n{input}\n\nSummary:",
+    "neutral": "Write a short, neutral summary of this dialogue in one to three sentences, referring to the "
+               "speakers as #Person1# and #Person2#. Report any conflict without repeating insults.\n\n{input}",
+    "flan": "Dialogue:\n\n{input}\n\nWhat was going on?",
+}
+
+
+@dataclass
+class Prompt:
+    text: str
+    shots_used: int
+    shots_dropped: int
+
+
+def check_template(template: str) -> bool:
+    return template.count("{input}") == 1
+
+
+def format_prompt(tokenizer, template: str, query: str, shots: list[tuple[str, str]] = (), context: int | None = None,
+                  max_new_tokens: int = 0) -> Prompt:
+    """The full prompt text for `query`, with as many of `shots` (input, target) as fit."""
+    shots, wanted = list(shots), len(shots)
+    while True:
+        text = _render(tokenizer, template, query, shots)
+        length = len(tokenize(tokenizer, [text])["input_ids"][0])
+        if context is None or length + max_new_tokens <= context:
+            return Prompt(text, len(shots), wanted - len(shots))
+        if not shots:
+            raise DataError(f"a prompt of {length} tokens plus {max_new_tokens} new tokens does not fit "
+                            f"the model's {context}-token context, even without few-shot examples. Shorten the inputs, "
+                            "lower scope.max_new_tokens, or pick a model with a longer context.")
+        shots.pop()
+
+
+def format_prompts(tokenizer, template: str, queries: list[str], shots: list[tuple[str, str]] = (),
+                   context: int | None = None, max_new_tokens: int = 0) -> tuple[list[str], int]:
+    """Prompts for many queries, and the total number of few-shot examples dropped to fit."""
+    prompts, dropped = [], 0
+    for query in queries:
+        prompt = format_prompt(tokenizer, template, query, shots, context, max_new_tokens)
+        prompts.append(prompt.text)
+        dropped += prompt.shots_dropped
+    return prompts, dropped
+
+
+def _render(tokenizer, template: str, query: str, shots: list[tuple[str, str]]) -> str:
+    if tokenizer.chat_template:
+        messages = []
+        for shot_input, shot_target in shots:  # few-shot as earlier turns of the conversation
+            messages += [{"role": "user", "content": template.format(input=shot_input)},
+                         {"role": "assistant", "content": shot_target}]
+        messages.append({"role": "user", "content": template.format(input=query)})
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return "\n\n".join([template.format(input=i) + " " + t for i, t in shots] + [template.format(input=query)])
+
+
+def tokenize(tokenizer, texts: list[str], **kwargs):
+    """Tokenize rendered prompts. A chat template already wrote the special tokens;
+    plain text gets the tokenizer's own (BOS for Llama-likes, EOS for T5)."""
+    return tokenizer(texts, add_special_tokens=not tokenizer.chat_template, **kwargs)

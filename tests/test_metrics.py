@@ -1,0 +1,219 @@
+"""The offline metrics layer: packaged evaluate modules against hand-computed
+values, bootstrap intervals and paired tests on synthetic data with a known
+answer, and the toxicity scorer registry. No models, no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from lifecycle.core import metrics
+from lifecycle.core.data import DEMO_DIR
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.metrics import Estimate, bootstrap_ci, corpus_scores, load_metric, paired_bootstrap
+from lifecycle.core.toxicity import load_scorer
+
+PRED, REF = "the cat sat on the mat", "the cat lay on the rug"
+
+
+@pytest.fixture(scope="module")
+def pairs() -> tuple[list[str], list[str]]:
+    """100 demo summaries as references, each with ~30% of its words dropped as the prediction."""
+    rows = [json.loads(line) for line in (DEMO_DIR / "dialogues" / "train.jsonl").read_text().splitlines()][:100]
+    rng = np.random.default_rng(0)
+    refs = [r["summary"] for r in rows]
+    preds = [" ".join(w for w in ref.split() if rng.random() > 0.3) or ref for ref in refs]
+    return preds, refs
+
+
+# --- rouge -------------------------------------------------------------------------------------
+
+def test_rouge_matches_hand_computed_values():
+    # Tokens: the cat sat on the mat / the cat lay on the rug.
+    # Unigram overlap the x2, cat, on = 4 of 6 each side -> F1 2/3. Bigrams: "the cat", "on the"
+    # = 2 of 5 -> 0.4. LCS "the cat on the" = 4 -> 2/3.
+    out = load_metric("rouge").compute(predictions=[PRED], references=[REF])
+    assert out["rouge1"] == pytest.approx(2 / 3)
+    assert out["rouge2"] == pytest.approx(0.4)
+    assert out["rougeL"] == pytest.approx(2 / 3)
+    assert out["rougeLsum"] == pytest.approx(2 / 3)
+
+
+def test_rouge_stems_by_default():
+    # cats -> cat and running/runs -> run under Porter; without stemming nothing matches.
+    rouge = load_metric("rouge")
+    assert rouge.compute(predictions=["cats running"], references=["cat runs"])["rouge1"] == pytest.approx(1.0)
+    assert rouge.compute(predictions=["cats running"], references=["cat runs"], use_stemmer=False)["rouge1"] == 0.0
+
+
+def test_rouge_lsum_splits_sentences_on_newlines():
+    # Same two sentences in swapped order: the flat LCS is 2 of 4 tokens, the sentence-level union LCS is 4 of 4.
+    out = load_metric("rouge").compute(predictions=["a b\nc d"], references=["c d\na b"])
+    assert out["rougeL"] == pytest.approx(0.5)
+    assert out["rougeLsum"] == pytest.approx(1.0)
+
+
+def test_rouge_equals_rouge_score_with_and_without_newlines(pairs):
+    preds, refs = pairs
+    preds, refs = preds[:30] + [p.replace(". ", ".\n") for p in preds[:30]], refs[:30] + [r.replace(". ", ".\n") for r in refs[:30]]
+    scorer = rouge_scorer.RougeScorer(list(metrics.ROUGE_TYPES), use_stemmer=True)
+    expected = [scorer.score(r, p) for p, r in zip(preds, refs)]
+    got = load_metric("rouge").compute(predictions=preds, references=refs, use_aggregator=False)
+    for name in metrics.ROUGE_TYPES:
+        assert got[name] == pytest.approx([e[name].fmeasure for e in expected], abs=1e-12)
+
+
+def test_rouge_aggregate_is_the_mean_of_per_example(pairs):
+    preds, refs = pairs
+    rouge = load_metric("rouge")
+    each = rouge.compute(predictions=preds, references=refs, use_aggregator=False)
+    mean = rouge.compute(predictions=preds, references=refs)
+    for name in metrics.ROUGE_TYPES:
+        assert len(each[name]) == len(preds)
+        assert mean[name] == pytest.approx(np.mean(each[name]))
+
+
+# --- bleu and chrf -----------------------------------------------------------------------------
+
+def test_bleu_identical_no_overlap_and_hand_computed():
+    bleu = load_metric("sacrebleu")
+    assert bleu.compute(predictions=[PRED], references=[PRED])["score"] == pytest.approx(100.0)
+    assert bleu.compute(predictions=["alpha beta gamma delta"], references=["one two three four"])["score"] == 0.0
+    # the cat sat on the mat / the cat sat on a mat: 1-4-gram precisions 5/6, 3/5, 2/4, 1/3, equal lengths (BP 1).
+    out = bleu.compute(predictions=[PRED], references=["the cat sat on a mat"])
+    assert out["counts"] == [5, 3, 2, 1] and out["totals"] == [6, 5, 4, 3] and out["bp"] == 1.0
+    assert out["score"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+
+
+def test_chrf_identical_no_overlap_and_per_example(pairs):
+    chrf = load_metric("chrf")
+    assert chrf.compute(predictions=[PRED], references=[PRED])["score"] == pytest.approx(100.0)
+    assert chrf.compute(predictions=["xyz"], references=["abc"])["score"] == 0.0
+    preds, refs = pairs
+    out = chrf.compute(predictions=preds, references=refs, per_example=True)
+    assert out["score"] == pytest.approx(sacrebleu.corpus_chrf(preds, [refs]).score)
+    assert out["scores"] == pytest.approx([sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(preds, refs)])
+    assert "scores" not in chrf.compute(predictions=preds, references=refs)
+
+
+def test_per_example_has_every_score_for_every_example(pairs):
+    preds, refs = pairs
+    scores = metrics.per_example(preds, refs)
+    assert set(scores) == {*metrics.ROUGE_TYPES, "chrf"}
+    assert all(v.shape == (len(preds),) for v in scores.values())
+    assert all(((0 <= scores[n]) & (scores[n] <= 1)).all() for n in metrics.ROUGE_TYPES)
+    assert scores["chrf"].max() > 1  # sacrebleu's 0-100 scale
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+def test_modules_load_by_path_offline_from_a_fresh_cache(tmp_path):
+    # A fresh modules cache and an unreachable endpoint: any hub lookup would fail.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_ENDPOINT": "http://127.0.0.1:9", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    script = (
+        "import evaluate\n"
+        "from lifecycle.core.metrics import METRICS_DIR\n"
+        "for name in ('rouge', 'sacrebleu', 'chrf', 'toxicity'):\n"
+        "    m = evaluate.load(str(METRICS_DIR / name))\n"
+        "    assert isinstance(m, evaluate.Metric), type(m)\n"
+        "    print(name, type(m).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["rouge", "Rouge", "sacrebleu", "Sacrebleu", "chrf", "Chrf", "toxicity", "Toxicity"]
+
+
+def test_load_metric_is_cached_and_rejects_unknown_names():
+    assert load_metric("rouge") is load_metric("rouge")
+    with pytest.raises(LifecycleError, match=r"unknown metric `bertscore`.*chrf, rouge, sacrebleu, toxicity"):
+        load_metric("bertscore")
+
+
+# --- bootstrap ---------------------------------------------------------------------------------
+
+def test_bootstrap_ci_contains_the_mean_and_narrows_with_more_data():
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.4, 0.1, 50), rng.normal(0.4, 0.1, 5000)
+    a, b = bootstrap_ci(small), bootstrap_ci(large)
+    assert a.low < a.value < a.high and a.value == pytest.approx(small.mean())
+    assert b.low < b.value < b.high
+    assert (b.high - b.low) < (a.high - a.low) / 5  # width ~ 1/sqrt(n): 10x narrower for 100x the data
+    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
+    assert bootstrap_ci(small, statistic=np.median).value == pytest.approx(np.median(small))
+
+
+def test_corpus_scores_values_intervals_and_toxicity(pairs):
+    preds, refs = pairs
+    tox = np.r_[np.full(90, 0.1), np.full(10, 0.9)]
+    out = corpus_scores(preds, refs, toxicity=tox, n_boot=500)
+    assert set(out) == {*metrics.ROUGE_TYPES, "bleu", "chrf", "toxicity_mean", "toxicity_share"}
+    assert all(isinstance(e, Estimate) and e.low <= e.value <= e.high for e in out.values())
+    assert out["rouge1"].value == pytest.approx(load_metric("rouge").compute(predictions=preds, references=refs)["rouge1"])
+    # BLEU and chrF come from summed sufficient statistics; they must equal the modules' corpus scores.
+    assert out["bleu"].value == pytest.approx(load_metric("sacrebleu").compute(predictions=preds, references=refs)["score"])
+    assert out["chrf"].value == pytest.approx(load_metric("chrf").compute(predictions=preds, references=refs)["score"])
+    assert out["bleu"].high - out["bleu"].low > 0.5  # resampling examples really moves the corpus score
+    assert out["toxicity_mean"].value == pytest.approx(0.18)
+    assert out["toxicity_share"].value == pytest.approx(0.10)
+    assert "toxicity_mean" not in corpus_scores(preds[:10], refs[:10], n_boot=50)
+
+
+def test_corpus_scores_rejects_mismatched_inputs(pairs):
+    preds, refs = pairs
+    with pytest.raises(ValueError, match="as many predictions as references"):
+        corpus_scores(preds, refs[:-1])
+    with pytest.raises(ValueError, match="toxicity scores"):
+        corpus_scores(preds, refs, toxicity=np.zeros(3))
+
+
+def test_paired_bootstrap_detects_a_clear_shift():
+    rng = np.random.default_rng(2)
+    a = rng.normal(0.3, 0.1, 100)
+    b = a + 0.05 + rng.normal(0, 0.02, 100)
+    out = paired_bootstrap(a, b)
+    assert out["p_value"] < 0.05
+    assert out["low"] > 0 and out["delta"] == pytest.approx(np.mean(b - a))
+
+
+def test_paired_bootstrap_finds_no_difference_between_samples_of_the_same_noise():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.3, 0.1, 100), rng.normal(0.3, 0.1, 100)
+    out = paired_bootstrap(a, b)
+    assert out["p_value"] > 0.05
+    assert out["low"] < 0 < out["high"]
+    assert paired_bootstrap(a, a)["p_value"] == 1.0
+
+
+def test_paired_bootstrap_rejects_unpaired_inputs():
+    with pytest.raises(ValueError, match="same examples"):
+        paired_bootstrap(np.zeros(5), np.zeros(6))
+
+
+# --- toxicity ----------------------------------------------------------------------------------
+
+def test_profanity_check_ranks_insults_above_thanks():
+    scores = load_scorer("profanity-check").score(["you are a fucking idiot", "thank you for your help"])
+    assert scores.shape == (2,) and ((0 <= scores) & (scores <= 1)).all()
+    assert scores[0] > 0.5 > scores[1]
+
+
+def test_toxicity_module_summarises_the_scores():
+    texts = ["you are a fucking idiot", "thank you for your help", "have a nice day"]
+    out = load_metric("toxicity").compute(predictions=texts, scorer="profanity-check")
+    assert len(out["toxicity"]) == 3
+    assert out["mean"] == pytest.approx(np.mean(out["toxicity"]))
+    assert out["std"] == pytest.approx(np.std(out["toxicity"]))
+    assert out["share_toxic"] == pytest.approx(1 / 3)
+
+
+def test_unknown_scorer_names_the_known_ones():
+    with pytest.raises(LifecycleError, match=r"unknown toxicity scorer `perspective`.*profanity-check"):
+        load_scorer("perspective")

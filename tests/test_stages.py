@@ -1,0 +1,75 @@
+"""select -> prompt -> evaluate through the real CLI on tiny models: the files each
+writes, select's budget rule, evaluate's criteria and its reuse of predictions."""
+
+import json
+
+import pytest
+
+from lifecycle import select
+from lifecycle.core.data import DEMO_DIR
+from lifecycle.core.errors import StageError
+from lifecycle.core.store import MANIFEST
+
+
+@pytest.fixture
+def evaluated(run_cli):
+    code, out, err = run_cli("all")
+    assert code == 0, err
+    return run_cli
+
+
+def test_all_stages_write_their_artifacts(evaluated):
+    root = evaluated.root
+    assert {p.name for p in (root / "select").iterdir()} == {"selection.json", "selection.md", "selection.png",
+                                                            "predictions", MANIFEST}
+    selection = json.loads((root / "select" / "selection.json").read_text())
+    assert len(selection["candidates"]) == 2 and selection["selected"] in {c["ref"] for c in selection["candidates"]}
+    for c in selection["candidates"]:
+        assert c["parameters"] > 0 and c["memory_mb"] > 0 and c["latency_ms_per_token"] > 0
+        assert c["rougeL"]["low"] <= c["rougeL"]["value"] <= c["rougeL"]["high"]
+    assert {p.name for p in (root / "prompt").iterdir()} == {"best.json", "trials.json", "prompt.md", "prompt.png", MANIFEST}
+    best = json.loads((root / "prompt" / "best.json").read_text())
+    assert best["shots"] in (0, 1) and best["template"].count("{input}") == 1 and best["generation"]["max_new_tokens"] == 12
+    trials = json.loads((root / "prompt" / "trials.json").read_text())
+    assert len(trials) == 2 * 2 + 1  # templates x shots, then the best under the other generation config
+    train_ids = {json.loads(line)["id"] for line in (DEMO_DIR / "dialogues" / "train.jsonl").read_text().splitlines()}
+    assert set(best["shot_ids"]) <= train_ids  # few-shot examples never come from validation
+    evaluation = json.loads((root / "evaluate" / "evaluation.json").read_text())
+    base = evaluation["systems"]["base"]
+    assert evaluation["test_examples"] == 8 and len(base["per_example"]["rougeL"]) == 8
+    assert set(base["criteria"]) == {"min_rougeL", "max_mean_toxicity"}
+    heated = [json.loads(line)["heated"] for line in (DEMO_DIR / "dialogues" / "test.jsonl").read_text().splitlines()]
+    assert base["slice"]["rows"] == sum(heated[:8])
+    for name in ("evaluation.md", "metrics.png", "toxicity.png", "predictions/base.jsonl"):
+        assert (root / "evaluate" / name).is_file()
+    report = (root / "evaluate" / "evaluation.md").read_text()
+    assert "ROUGE-L [95% CI]" in report and "Slice `heated`" in report and "## Examples" in report
+
+
+def test_evaluate_marks_criteria_and_reuses_unchanged_predictions(evaluated):
+    code, out, _ = evaluated("evaluate", "scope.criteria.min_rougeL=0.0", "scope.criteria.max_mean_toxicity=1.0")
+    # scope changed, so everything after it is stale: evaluate refuses until scope re-runs
+    assert code == 2
+    code, out, _ = evaluated("all", "evaluate.examples=1")
+    assert code == 0 and "reusing its predictions" in out
+    code, _, _ = evaluated("all", "scope.criteria.min_rougeL=0.0", "scope.criteria.max_mean_toxicity=1.0")
+    base = json.loads((evaluated.root / "evaluate" / "evaluation.json").read_text())["systems"]["base"]
+    assert code == 0 and base["criteria"] == {"min_rougeL": True, "max_mean_toxicity": True}
+    code, _, _ = evaluated("all", "scope.criteria.min_rougeL=1.0", "scope.criteria.max_mean_toxicity=1.0")
+    base = json.loads((evaluated.root / "evaluate" / "evaluation.json").read_text())["systems"]["base"]
+    assert base["criteria"]["min_rougeL"] is False
+
+
+def _row(ref, rouge, memory, latency):
+    return {"ref": ref, "rougeL": {"value": rouge}, "memory_mb": memory, "latency_ms_per_token": latency}
+
+
+def test_select_picks_best_quality_within_budgets():
+    rows = [_row("big", 0.40, 2000, 10), _row("slow", 0.35, 100, 500), _row("ok", 0.30, 100, 10), _row("meh", 0.2, 50, 5)]
+    budget = {"max_memory_mb": 1024, "max_latency_ms_per_token": 100}
+    assert select._choose(rows, budget, None)[0]["ref"] == "ok"
+    assert select._choose(rows, budget, "big")[0]["ref"] == "big"
+    with pytest.raises(StageError, match="no candidate is within scope's budgets"):
+        select._choose(rows[:2], budget, None)
+    with pytest.raises(StageError, match="is not one of models.candidates"):
+        select._choose(rows, budget, "other")
