@@ -11,7 +11,7 @@ ARGS   ?=
 # with a local wheel); on a GPU machine set TORCH to the build that matches its CUDA.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo all scope select prompt evaluate status options test clean
+.PHONY: setup demo all scope select prompt finetune evaluate status options test clean
 
 setup: $(VENV)/.installed
 
@@ -28,8 +28,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo all: setup
 	$(PY) -m lifecycle all --config $(CONFIG) $(ARGS)
 
-scope select prompt evaluate: setup
-	$(PY) -m lifecycle $@ --config $(CONFIG) $(ARGS)
+# `make finetune` runs every stage up to and including finetune (up-to-date ones are skipped).
+scope select prompt finetune evaluate: setup
+	$(PY) -m lifecycle all --until $@ --config $(CONFIG) $(ARGS)
 
 status: setup
 	$(PY) -m lifecycle status --config $(CONFIG) $(ARGS)

@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
                    help="a stage, `all` stages in order, `status` of the run's stages, or `options` to list every option")
     p.add_argument("--config", help="YAML config, e.g. configs/offline.yaml (required except for `options`)")
     p.add_argument("--force", action="store_true", help="run the stage(s) even when up to date")
+    p.add_argument("--until", choices=pipeline.STAGES, help="with `all`: stop after this stage")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
 
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args.config, args.overrides)
         if args.command == "status":
             return _status(cfg, args.config)
-        for stage in pipeline.STAGES if args.command == "all" else [args.command]:
+        if args.command == "all":
+            stages = pipeline.STAGES[: pipeline.STAGES.index(args.until) + 1] if args.until else pipeline.STAGES
+        else:
+            stages = [args.command]
+        for stage in stages:
             pipeline.execute(cfg, stage, args.config, force=args.force)
         return 0
     except LifecycleError as err:

@@ -14,6 +14,7 @@ from lifecycle.core.data import DataConfig
 from lifecycle.core.models import ModelsConfig
 from lifecycle.core.store import RunConfig
 from lifecycle.evaluate import EvaluateConfig
+from lifecycle.finetune import FinetuneConfig
 from lifecycle.prompt import PromptConfig
 from lifecycle.scope import ScopeConfig
 from lifecycle.select import SelectConfig
@@ -27,6 +28,7 @@ class Config:
     scope: ScopeConfig = option(ScopeConfig, help="Task, success criteria and budgets.")
     select: SelectConfig = option(SelectConfig, help="Zero-shot comparison of the candidate models.")
     prompt: PromptConfig = option(PromptConfig, help="Prompt-engineering sweep: templates, few-shot, generation.")
+    finetune: FinetuneConfig = option(FinetuneConfig, help="Instruction fine-tuning: LoRA/QLoRA/full, PEFT and TRL options.")
     evaluate: EvaluateConfig = option(EvaluateConfig, help="Side-by-side evaluation on the test split.")
 
 

@@ -25,6 +25,7 @@ from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import load_scorer
 
 UPSTREAM = ("scope", "select", "prompt")
+OPTIONAL = ("finetune",)
 SECTIONS = ("data", "models", "scope", "evaluate")
 PAIRED = ("rougeL", "toxicity")
 
@@ -54,10 +55,10 @@ def run(cfg, run: StageRun) -> StageResult:
     previous = _previous(run)
     (run.out / "predictions").mkdir()
     systems, outputs = {}, {}
-    for name, path, origin in _systems(run):
-        key = fingerprint({"model": origin, "prompt": best, "ids": list(test[cfg.data.id_column or "id"]),
+    for name, path, origin, prompt in _systems(run, best):
+        key = fingerprint({"model": origin, "prompt": prompt, "ids": list(test[cfg.data.id_column or "id"]),
                            "seed": cfg.run.seed})
-        outputs[name] = _predictions(run, previous, name, key) or _generate(cfg, path, best, test, refs, name)
+        outputs[name] = _predictions(run, previous, name, key) or _generate(cfg, path, prompt, test, refs, name)
         generate.write_jsonl(run.out / "predictions" / f"{name}.jsonl", outputs[name])
         systems[name] = _score(cfg, outputs[name], refs, scorer, test) | {"key": key, "model": path}
     base = systems["base"]["per_example"]
@@ -77,10 +78,18 @@ def run(cfg, run: StageRun) -> StageResult:
                                          f"{'PASS' if all(s['criteria'].values()) else 'FAIL'}" for n, s in systems.items()))
 
 
-def _systems(run: StageRun) -> list[tuple[str, str, dict]]:
-    """(name, model path, what identifies its weights) for every model in the lineage."""
+def _systems(run: StageRun, best: dict) -> list[tuple[str, str, dict, dict]]:
+    """(name, model path, what identifies its weights, its prompt) for every model in the lineage.
+    The base model uses the prompt stage's best prompt; a trained model the prompt it was trained on."""
     selection = json.loads((run.upstream("select") / "selection.json").read_text())
-    return [("base", selection["path"], {"path": selection["path"], "ref": selection["selected"]})]
+    systems = [("base", selection["path"], {"ref": selection["selected"]}, best)]
+    for stage in OPTIONAL:
+        if stage in run.inputs:
+            folder = run.upstream(stage)
+            weights = run.inputs[stage]["outputs"].get("model/model.safetensors", {}).get("sha256")
+            systems.append((stage, str(folder / "model"), {"sha256": weights},
+                            json.loads((folder / "prompt.json").read_text())))
+    return systems
 
 
 def _previous(run: StageRun) -> dict:

@@ -92,4 +92,5 @@ def run_cli(tmp_path, tiny_causal, tiny_seq2seq, capsys):
         return code, out, err
 
     call.root = tmp_path / "runs" / "tiny"
+    call.causal, call.seq2seq = tiny_causal, tiny_seq2seq
     return call

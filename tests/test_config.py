@@ -79,3 +79,11 @@ def test_every_option_has_help():
     rows = describe(Config)
     assert len(rows) > 15
     assert all(help_text for _, _, help_text in rows), [key for key, _, h in rows if not h]
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS[0].parent / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.mixed_precision == "bf16" and not config.use_cpu

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -57,7 +58,9 @@ def build(cls: type, data: Any, path: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError as err:
         raise err.within(path) from None
-    except TypeError as err:  # a required field is missing
+    except TypeError as err:
+        if "required positional argument" not in str(err):
+            raise
         raise ConfigError(path or "<root>", data, f"all required keys ({err})") from None
 
 
@@ -78,13 +81,21 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with `1e-4` read as a float, as people write learning rates (YAML 1.1 wants `1.0e-4`)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
 def load_yaml(path: str | Path, overrides: list[str] = ()) -> dict:
     """Read a YAML config and apply `a.b.c=value` overrides (values parsed as YAML)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("--config", str(path), "an existing YAML file (see configs/ for the shipped ones)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as err:
         raise ConfigError("--config", str(path), f"valid YAML; the parser says: {err}") from None
     for item in overrides:
@@ -97,7 +108,7 @@ def load_yaml(path: str | Path, overrides: list[str] = ()) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(key, raw, f"a path into nested sections, but `{part}` is a value")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = yaml.load(raw, Loader=_Loader)
     return data
 
 
@@ -158,11 +169,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(key, value, "a number")
         if isinstance(value, (int, float)):
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads `1e-4` as a string
-            except ValueError:
-                pass
         raise ConfigError(key, value, "a number")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):

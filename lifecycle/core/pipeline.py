@@ -1,13 +1,15 @@
 """Running a stage: check its upstream, skip it when up to date, record its manifest.
 
-A stage module declares `UPSTREAM` (the stages whose manifests it consumes) and
-`SECTIONS` (the config sections its result depends on); this module does the rest,
-so each stage's `run(cfg, run)` is only its recipe.
+A stage module declares `UPSTREAM` (the stages whose manifests it consumes),
+optionally `OPTIONAL` (stages it consumes when they have run, like the models
+evaluate compares), and `SECTIONS` (the config sections its result depends on);
+this module does the rest, so each stage's `run(cfg, run)` is only its recipe.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import shlex
 import sys
@@ -22,7 +24,7 @@ from lifecycle.core.config import fingerprint, to_dict
 from lifecycle.core.errors import StageError
 from lifecycle.core.store import MANIFEST, Run, list_outputs
 
-STAGES = ("scope", "select", "prompt", "evaluate")
+STAGES = ("scope", "select", "prompt", "finetune", "evaluate")
 LIBRARIES = ("lifecycle", "torch", "transformers", "datasets", "peft", "trl", "evaluate", "accelerate")
 
 
@@ -64,6 +66,13 @@ def config_hash(cfg, stage: str) -> str:
     return fingerprint({"seed": cfg.run.seed, **sections})
 
 
+def upstream(cfg, stage: str) -> list[str]:
+    """The stages this one consumes: its required ones, and the optional ones that have run."""
+    mod, run = module(stage), Run(cfg.run)
+    optional = [up for up in getattr(mod, "OPTIONAL", ()) if run.manifest(up) or run.interrupted(up)]
+    return [*mod.UPSTREAM, *optional]
+
+
 def command(stage: str, config_path: str) -> str:
     return f"python -m lifecycle {stage} --config {shlex.quote(str(config_path))}"
 
@@ -78,7 +87,7 @@ def status(cfg, stage: str) -> Status:
         return Status("failed", manifest.get("error", ""), manifest)
     if manifest["config_hash"] != config_hash(cfg, stage):
         return Status("stale", "its config changed since it ran", manifest)
-    for up in module(stage).UPSTREAM:
+    for up in upstream(cfg, stage):
         if manifest["inputs"].get(up, {}).get("hash") != run.manifest_hash(up):
             return Status("stale", f"{up} re-ran since", manifest)
         if status(cfg, up).state != "up to date":
@@ -90,19 +99,23 @@ def execute(cfg, stage: str, config_path: str, force: bool = False) -> dict:
     """Run one stage (unless up to date) and return its manifest."""
     run, mod = Run(cfg.run), module(stage)
     inputs = {}
-    for up in mod.UPSTREAM:
+    for up in upstream(cfg, stage):
         state = status(cfg, up)
         if state.state != "up to date":
             raise StageError(f"stage `{stage}` needs `{up}`, which is {state.state} ({state.reason}). "
                              f"Run `{command(up, config_path)}` first, or `{command('all', config_path)}` for every stage.")
         inputs[up] = {"path": str(run.dir(up) / MANIFEST), "hash": run.manifest_hash(up)}
     current = status(cfg, stage)
+    main = is_main_process()
     if current.state == "up to date" and not force:
-        print(f"[lifecycle] {stage}: up to date in {run.dir(stage)}, skipped (use --force to run it again)")
+        if main:
+            print(f"[lifecycle] {stage}: up to date in {run.dir(stage)}, skipped (use --force to run it again)")
         return current.manifest
-    print(f"\n===== [lifecycle] stage: {stage}  ·  run: {run.root}  ·  {_now()} =====")
+    if main:
+        print(f"\n===== [lifecycle] stage: {stage}  ·  run: {run.root}  ·  {_now()} =====")
     chash = config_hash(cfg, stage)
-    out = run.begin(stage, chash)
+    out = run.begin(stage, chash) if main else run.partial_dir(stage)
+    _wait_for_everyone()  # under `accelerate launch`, one process keeps the books; all of them run the stage
     started = time.time()
     base = {
         "stage": stage,
@@ -115,17 +128,32 @@ def execute(cfg, stage: str, config_path: str, force: bool = False) -> dict:
         "inputs": inputs,
     }
     try:
-        result = mod.run(cfg, StageRun(run, stage, out, {up: run.manifest(up) for up in mod.UPSTREAM}))
+        result = mod.run(cfg, StageRun(run, stage, out, {up: run.manifest(up) for up in inputs}))
     except Exception as err:
-        run.fail(stage, {**base, "status": "failed", "finished_at": _now(),
-                         "duration_s": round(time.time() - started, 2), "error": f"{type(err).__name__}: {err}"})
+        if main:
+            run.fail(stage, {**base, "status": "failed", "finished_at": _now(),
+                             "duration_s": round(time.time() - started, 2), "error": f"{type(err).__name__}: {err}"})
         raise
+    if not main:
+        return {}
     manifest = {**base, "status": "completed", "finished_at": _now(), "duration_s": round(time.time() - started, 2),
                 "outputs": list_outputs(out), "metrics": result.metrics}
     run.commit(stage, manifest)
     print(f"[lifecycle] {stage}: completed in {manifest['duration_s']:.1f}s -> {run.dir(stage)}"
           + (f"\n{result.summary}" if result.summary else ""))
     return manifest
+
+
+def is_main_process() -> bool:
+    """True outside `accelerate launch`/torchrun, and on its rank 0 inside."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _wait_for_everyone() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
 
 
 def _now() -> str:

@@ -59,14 +59,26 @@ def format_prompts(tokenizer, template: str, queries: list[str], shots: list[tup
     return prompts, dropped
 
 
+def messages(template: str, query: str, shots: list[tuple[str, str]] = ()) -> list[dict]:
+    """The conversation for a chat model: few-shot examples as earlier turns, then the query."""
+    turns = []
+    for shot_input, shot_target in shots:
+        turns += [{"role": "user", "content": template.format(input=shot_input)},
+                  {"role": "assistant", "content": shot_target}]
+    return turns + [{"role": "user", "content": template.format(input=query)}]
+
+
+def training_example(tokenizer, template: str, query: str, target: str) -> dict:
+    """A prompt-completion example in the form TRL's SFTTrainer takes: conversational for a
+    chat model (TRL applies the same chat template as inference), plain text otherwise."""
+    if tokenizer.chat_template:
+        return {"prompt": messages(template, query), "completion": [{"role": "assistant", "content": target}]}
+    return {"prompt": _render(tokenizer, template, query, []), "completion": " " + target}
+
+
 def _render(tokenizer, template: str, query: str, shots: list[tuple[str, str]]) -> str:
     if tokenizer.chat_template:
-        messages = []
-        for shot_input, shot_target in shots:  # few-shot as earlier turns of the conversation
-            messages += [{"role": "user", "content": template.format(input=shot_input)},
-                         {"role": "assistant", "content": shot_target}]
-        messages.append({"role": "user", "content": template.format(input=query)})
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(messages(template, query, shots), add_generation_prompt=True, tokenize=False)
     return "\n\n".join([template.format(input=i) + " " + t for i, t in shots] + [template.format(input=query)])
 
 

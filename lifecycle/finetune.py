@@ -1,0 +1,237 @@
+"""Stage 4, finetune: instruction fine-tuning of the selected model with LoRA.
+
+Causal models train with TRL's `SFTTrainer` on prompt-completion examples (loss on
+the completion only), built with the template the prompt stage chose; seq2seq
+models (FLAN-T5) with transformers' `Seq2SeqTrainer`. PEFT's `LoraConfig` and TRL's
+`SFTConfig` options pass straight through from the YAML. Checkpoints live in the
+stage's working folder, so the same command resumes after a kill. The same module
+runs on CPU and under `accelerate launch` on one or many GPUs.
+
+    python -m lifecycle finetune --config configs/offline.yaml
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lifecycle.finetune --config configs/flan-t5-dialogsum.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lifecycle.core import data, models, prompts
+from lifecycle.core.config import option, require
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
+from lifecycle.core.plots import figure, save
+from lifecycle.core.store import write_json
+
+UPSTREAM = ("scope", "select", "prompt")
+SECTIONS = ("data", "models", "scope", "finetune")
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
+TRAINING = {"num_train_epochs": 2, "learning_rate": 2e-4, "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 1, "lr_scheduler_type": "cosine", "warmup_steps": 5,
+            "logging_steps": 5, "eval_strategy": "epoch", "save_steps": 20, "save_total_limit": 2,
+            "max_length": 1024, "packing": True}
+
+
+@dataclass
+class FinetuneConfig:
+    method: Literal["lora", "qlora", "full"] = option("lora", help="lora: train low-rank adapters; qlora: the same on a "
+                                                      "4-bit NF4 base (GPU, bitsandbytes); full: train every weight (for comparison).")
+    lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options (r, lora_alpha, lora_dropout, target_modules: "
+                                  "a list of module names or `all-linear`).")
+    training: dict[str, Any] = option(TRAINING, help="trl.SFTConfig options (transformers TrainingArguments plus "
+                                      "packing, max_length, ...); seq2seq models use the TrainingArguments part.")
+    early_stopping_patience: int | None = option(None, help="Stop after this many evaluations without a lower eval "
+                                                 "loss (needs an eval_strategy); null trains for the full schedule.")
+
+    def __post_init__(self):
+        from peft import LoraConfig
+        from trl import SFTConfig
+
+        lora_keys = {f.name for f in dataclasses.fields(LoraConfig)}
+        sft_keys = {f.name for f in dataclasses.fields(SFTConfig)}
+        for key in self.lora:
+            require(key in lora_keys, f"lora.{key}", self.lora[key], "a peft.LoraConfig option such as r, lora_alpha, "
+                    "lora_dropout or target_modules")
+        for key in self.training:
+            require(key in sft_keys and key not in {"output_dir", "seed"}, f"training.{key}", self.training[key],
+                    "a trl.SFTConfig option such as learning_rate, num_train_epochs, per_device_train_batch_size "
+                    "(output_dir and seed come from the run)")
+        lora, train = {**LORA, **self.lora}, self.training
+        require(isinstance(lora["r"], int) and lora["r"] > 0, "lora.r", lora["r"], "a positive rank such as 8, 16 or 32")
+        require(lora.get("lora_alpha", 1) > 0, "lora.lora_alpha", lora.get("lora_alpha"), "a positive scaling")
+        require(0 <= lora.get("lora_dropout", 0) < 1, "lora.lora_dropout", lora.get("lora_dropout"), "a probability in [0, 1)")
+        require(train.get("learning_rate", 1) > 0, "training.learning_rate", train.get("learning_rate"), "a positive learning rate")
+        for key in ("num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
+            require(train.get(key, 1) > 0, f"training.{key}", train.get(key), "a positive number")
+        require(self.early_stopping_patience is None or self.early_stopping_patience > 0, "early_stopping_patience",
+                self.early_stopping_patience, "a positive number of evaluations or null")
+
+
+def run(cfg, run: StageRun) -> StageResult:
+    selection = json.loads((run.upstream("select") / "selection.json").read_text())
+    best = json.loads((run.upstream("prompt") / "best.json").read_text())
+    splits = data.load(cfg.data, seed=cfg.run.seed)
+    tokenizer = models.load_tokenizer(selection["path"])
+    trainer = (_seq2seq_trainer if selection["seq2seq"] else _sft_trainer)(cfg, selection, best, splits, tokenizer, run)
+    checkpoints = run.out / "checkpoints"
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        print(f"[finetune] resuming from {resume}")
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainable, total = _parameter_counts(trainer.model)
+    if not is_main_process():
+        return StageResult(metrics={})
+    _save(trainer, tokenizer, cfg, selection, run)
+    prompt = {"template": best["template"], "shots": 0, "shot_examples": [], "generation": best["generation"]}
+    write_json(run.out / "prompt.json", prompt)  # the prompt this model was trained for; evaluate uses it
+    history = trainer.state.log_history
+    write_json(run.out / "train_log.json", history)
+    _plot_loss(history, run.out / "loss.png")
+    shutil.move(checkpoints / "runs", run.out / "logs")  # TensorBoard event files, one folder per (resumed) run
+    shutil.rmtree(checkpoints, ignore_errors=True)  # resume points only; the artifacts are adapter/ and model/
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    metrics = {"method": cfg.finetune.method, "train_loss": round(result.training_loss, 4),
+               "eval_loss": round(evals[-1], 4) if evals else None, "steps": trainer.state.global_step,
+               "trainable_parameters": trainable, "total_parameters": total,
+               "trainable_percent": round(100 * trainable / total, 3), "train_runtime_s": round(result.metrics["train_runtime"], 1),
+               "train_tokens_per_s": round(trainer.state.num_input_tokens_seen / result.metrics["train_runtime"], 1)}
+    write_json(run.out / "metrics.json", metrics)
+    return StageResult(metrics=metrics, summary=f"{cfg.finetune.method}: {trainable:,} of {total:,} parameters trained "
+                       f"({metrics['trainable_percent']}%), train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}")
+
+
+def _training_args(cfg, run: StageRun, cls):
+    """The library's own arguments object, with what the run decides (paths, seed, device, dtype)."""
+    import torch
+
+    device = models.pick_device(cfg.models.device)
+    bf16 = models.pick_dtype(cfg.models.dtype, device) == torch.bfloat16
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    options = {k: v for k, v in cfg.finetune.training.items() if k in allowed}
+    if cfg.finetune.early_stopping_patience:
+        options |= {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss",
+                    "save_strategy": options.get("eval_strategy", "epoch")}
+    return cls(output_dir=str(run.out / "checkpoints"), report_to=["tensorboard"],
+               seed=cfg.run.seed, use_cpu=device == "cpu", bf16=bf16, include_num_input_tokens_seen="non_padding",
+               **options)
+
+
+def _sft_trainer(cfg, selection, best, splits, tokenizer, run):
+    from trl import SFTConfig, SFTTrainer
+
+    def examples(ds):
+        return ds.map(lambda row: prompts.training_example(tokenizer, best["template"], row[cfg.data.input_column],
+                                                           row[cfg.data.target_column]),
+                      remove_columns=ds.column_names)
+
+    return SFTTrainer(model=_load_for_training(cfg, selection), args=_training_args(cfg, run, SFTConfig),
+                      train_dataset=examples(splits["train"]), eval_dataset=examples(splits["validation"]),
+                      processing_class=tokenizer, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=_callbacks(cfg))
+
+
+def _seq2seq_trainer(cfg, selection, best, splits, tokenizer, run):
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    max_length = cfg.finetune.training.get("max_length", 1024)
+
+    def tokenize(ds):
+        def encode(row):
+            text = prompts.format_prompt(tokenizer, best["template"], row[cfg.data.input_column]).text
+            features = tokenizer(text, truncation=True, max_length=max_length)
+            features["labels"] = tokenizer(text_target=row[cfg.data.target_column], truncation=True,
+                                           max_length=max_length)["input_ids"]
+            return features
+
+        return ds.map(encode, remove_columns=ds.column_names)
+
+    model = _load_for_training(cfg, selection)
+    lora = _lora(cfg, "SEQ_2_SEQ_LM")
+    return Seq2SeqTrainer(model=get_peft_model(model, lora) if lora else model,
+                          args=_training_args(cfg, run, Seq2SeqTrainingArguments),
+                          train_dataset=tokenize(splits["train"]), eval_dataset=tokenize(splits["validation"]),
+                          data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,
+                          callbacks=_callbacks(cfg))
+
+
+def _load_for_training(cfg, selection):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BitsAndBytesConfig
+
+    cls = AutoModelForSeq2SeqLM if selection["seq2seq"] else AutoModelForCausalLM
+    device = models.pick_device(cfg.models.device)
+    dtype = models.pick_dtype(cfg.models.dtype, device)
+    if cfg.finetune.method != "qlora":
+        return cls.from_pretrained(selection["path"], dtype=dtype)
+    if not device.startswith("cuda"):
+        raise ConfigError("finetune.method", "qlora", "lora or full on this machine: QLoRA's 4-bit base needs a CUDA "
+                          "GPU with bitsandbytes; on CPU use method=lora")
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype)
+    return cls.from_pretrained(selection["path"], quantization_config=quant, dtype=dtype)
+
+
+def _lora(cfg, task_type: str):
+    from peft import LoraConfig
+
+    return None if cfg.finetune.method == "full" else LoraConfig(task_type=task_type, **{**LORA, **cfg.finetune.lora})
+
+
+def _callbacks(cfg) -> list:
+    from transformers import EarlyStoppingCallback
+
+    patience = cfg.finetune.early_stopping_patience
+    return [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
+
+
+def _parameter_counts(model) -> tuple[int, int]:
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def _save(trainer, tokenizer, cfg, selection, run: StageRun) -> None:
+    """adapter/ (PEFT format) for LoRA, and always model/ (plain weights, adapter merged in):
+    rlhf, evaluate and quantize all load model/ with a plain `from_pretrained`."""
+    if cfg.finetune.method == "full":
+        trainer.model.save_pretrained(run.out / "model")
+    else:
+        trainer.model.save_pretrained(run.out / "adapter")
+        tokenizer.save_pretrained(run.out / "adapter")
+        merge_adapter(selection["path"], run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
+    tokenizer.save_pretrained(run.out / "model")
+
+
+def merge_adapter(base_path: str, adapter_dir, dtype: str = "auto"):
+    """The saved adapter merged into a full-precision copy of its base: plain weights any
+    `from_pretrained` loads (a 4-bit QLoRA base cannot be merged in place)."""
+    from peft import PeftModel
+
+    base = models.load_model(base_path, "cpu", "float32" if dtype == "auto" else dtype)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+def _plot_loss(history: list[dict], path) -> None:
+    fig, ax = figure(width=6.5, height=4)
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss (validation)")
+    ax.set(xlabel="step", ylabel="loss (completion tokens)", title="fine-tuning loss")
+    ax.legend()
+    save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lifecycle.cli import stage_main
+
+    return stage_main("finetune", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
