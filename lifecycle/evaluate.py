@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lifecycle.core import data, generate, metrics, models, prompts
+from lifecycle.core import data, generate, systems
 from lifecycle.core.config import fingerprint, option, require
 from lifecycle.core.pipeline import StageResult, StageRun
 from lifecycle.core.plots import figure, save
@@ -25,23 +25,19 @@ from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import load_scorer
 
 UPSTREAM = ("scope", "select", "prompt")
-OPTIONAL = ("finetune",)
-SECTIONS = ("data", "models", "scope", "evaluate")
-PAIRED = ("rougeL", "toxicity")
+OPTIONAL = ("finetune", "rlhf")
+SECTIONS = ("data", "models", "scope", "metrics", "evaluate")
 
 
 @dataclass
 class EvaluateConfig:
     batch_size: int = option(8, help="Prompts generated together.")
     limit: int | None = option(None, help="Evaluate only the first N test examples (default: the whole test split).")
-    toxicity: str = option("profanity-check", help="Toxicity scorer for the outputs (see lifecycle.core.toxicity).")
-    bootstrap: int = option(1000, help="Bootstrap resamples for confidence intervals and paired tests.")
     examples: int = option(4, help="Example predictions shown side by side in the report.")
 
     def __post_init__(self):
         require(self.batch_size > 0, "batch_size", self.batch_size, "a positive batch size")
         require(self.limit is None or self.limit > 0, "limit", self.limit, "a positive number of examples or null")
-        require(self.bootstrap >= 100, "bootstrap", self.bootstrap, "at least 100 resamples")
 
 
 def run(cfg, run: StageRun) -> StageResult:
@@ -49,47 +45,44 @@ def run(cfg, run: StageRun) -> StageResult:
     test = data.load(cfg.data, seed=cfg.run.seed)["test"]
     if cfg.evaluate.limit:
         test = test.select(range(min(cfg.evaluate.limit, len(test))))
-    refs = list(test[cfg.data.target_column])
     criteria = json.loads((run.upstream("scope") / "scope.json").read_text())["criteria"]
-    scorer = load_scorer(cfg.evaluate.toxicity)
+    scorer = load_scorer(cfg.metrics.toxicity)
     previous = _previous(run)
     (run.out / "predictions").mkdir()
-    systems, outputs = {}, {}
+    results, outputs = {}, {}
     for name, path, origin, prompt in _systems(run, best):
         key = fingerprint({"model": origin, "prompt": prompt, "ids": list(test[cfg.data.id_column or "id"]),
                            "seed": cfg.run.seed})
-        outputs[name] = _predictions(run, previous, name, key) or _generate(cfg, path, prompt, test, refs, name)
+        outputs[name] = _predictions(run, previous, name, key) or systems.predict(
+            cfg, path, prompt, test, cfg.evaluate.batch_size, f"evaluate {name}")
         generate.write_jsonl(run.out / "predictions" / f"{name}.jsonl", outputs[name])
-        systems[name] = _score(cfg, outputs[name], refs, scorer, test) | {"key": key, "model": path}
-    base = systems["base"]["per_example"]
-    for name, s in systems.items():
-        s["vs_base"] = {} if name == "base" else {
-            m: metrics.paired_bootstrap(np.array(base[m]), np.array(s["per_example"][m]), cfg.evaluate.bootstrap,
-                                        cfg.run.seed) for m in PAIRED}
+        results[name] = systems.score(cfg, outputs[name], scorer, test, cfg.metrics.bootstrap) | {"key": key, "model": path}
+    for name, s in results.items():
+        s["vs_base"] = {} if name == "base" else systems.compare(results["base"], s, cfg.metrics.bootstrap, cfg.run.seed)
         s["criteria"] = _criteria(s, criteria)
-    write_json(run.out / "evaluation.json", {"test_examples": len(test), "prompt": best, "systems": systems})
-    _plot_metrics(systems, run.out / "metrics.png")
-    _plot_toxicity(systems, run.out / "toxicity.png")
-    (run.out / "evaluation.md").write_text(_report(systems, outputs, test, cfg))
-    headline = {f"{name}_{m}": s["scores"][m]["value"] for name, s in systems.items() for m in ("rougeL", "toxicity_mean")}
+    write_json(run.out / "evaluation.json", {"test_examples": len(test), "prompt": best, "systems": results})
+    _plot_metrics(results, run.out / "metrics.png")
+    _plot_toxicity(results, run.out / "toxicity.png")
+    (run.out / "evaluation.md").write_text(_report(results, outputs, test, cfg))
+    headline = {f"{name}_{m}": s["scores"][m]["value"] for name, s in results.items() for m in ("rougeL", "toxicity_mean")}
     return StageResult(metrics={**headline, "test_examples": len(test)},
                        summary="\n".join(f"{n}: ROUGE-L {s['scores']['rougeL']['value']:.3f}, toxicity "
                                          f"{s['scores']['toxicity_mean']['value']:.3f}, criteria "
-                                         f"{'PASS' if all(s['criteria'].values()) else 'FAIL'}" for n, s in systems.items()))
+                                         f"{'PASS' if all(s['criteria'].values()) else 'FAIL'}" for n, s in results.items()))
 
 
 def _systems(run: StageRun, best: dict) -> list[tuple[str, str, dict, dict]]:
     """(name, model path, what identifies its weights, its prompt) for every model in the lineage.
     The base model uses the prompt stage's best prompt; a trained model the prompt it was trained on."""
     selection = json.loads((run.upstream("select") / "selection.json").read_text())
-    systems = [("base", selection["path"], {"ref": selection["selected"]}, best)]
+    found = [("base", selection["path"], {"ref": selection["selected"]}, best)]
     for stage in OPTIONAL:
         if stage in run.inputs:
             folder = run.upstream(stage)
             weights = run.inputs[stage]["outputs"].get("model/model.safetensors", {}).get("sha256")
-            systems.append((stage, str(folder / "model"), {"sha256": weights},
+            found.append((stage, str(folder / "model"), {"sha256": weights},
                             json.loads((folder / "prompt.json").read_text())))
-    return systems
+    return found
 
 
 def _previous(run: StageRun) -> dict:
@@ -106,34 +99,6 @@ def _predictions(run: StageRun, previous: dict, name: str, key: str) -> list[gen
     return None
 
 
-def _generate(cfg, path: str, best: dict, test, refs: list[str], name: str) -> list[generate.Generation]:
-    model = models.load_model(path, cfg.models.device, cfg.models.dtype)
-    tokenizer = models.load_tokenizer(path)
-    context = models.context_length(model.config, tokenizer)
-    gen_config = generate.generation_config(best["generation"], "prompt best.json generation")
-    texts, _ = prompts.format_prompts(tokenizer, best["template"], list(test[cfg.data.input_column]),
-                                      [tuple(s) for s in best["shot_examples"]], context, gen_config.max_new_tokens)
-    return generate.generate(model, tokenizer, texts, gen_config, cfg.evaluate.batch_size, cfg.run.seed,
-                             ids=[str(i) for i in test[cfg.data.id_column or "id"]], references=refs,
-                             desc=f"evaluate {name}")
-
-
-def _score(cfg, out: list[generate.Generation], refs: list[str], scorer, test) -> dict:
-    predictions = [g.prediction for g in out]
-    toxicity = scorer.score(predictions)
-    per_example = {**{k: v.tolist() for k, v in metrics.per_example(predictions, refs).items()},
-                   "toxicity": toxicity.tolist()}
-    scores = metrics.corpus_scores(predictions, refs, toxicity=toxicity, n_boot=cfg.evaluate.bootstrap, seed=cfg.run.seed)
-    result = {"scores": {k: vars(v) for k, v in scores.items()}, "per_example": per_example,
-              "tokens_per_s": round(generate.tokens_per_second(out), 2)}
-    mask = np.array(test[cfg.data.slice_column], dtype=bool) if cfg.data.slice_column else np.zeros(0, bool)
-    if mask.any():
-        result["slice"] = {"rows": int(mask.sum()), **{
-            m: vars(metrics.bootstrap_ci(np.array(per_example[m])[mask], cfg.evaluate.bootstrap, cfg.run.seed))
-            for m in PAIRED}}
-    return result
-
-
 def _criteria(system: dict, criteria: dict) -> dict:
     return {"min_rougeL": system["scores"]["rougeL"]["value"] >= criteria["min_rougeL"],
             "max_mean_toxicity": system["scores"]["toxicity_mean"]["value"] <= criteria["max_mean_toxicity"]}
@@ -143,45 +108,45 @@ def _ci(est: dict, digits: int = 3) -> str:
     return f"{est['value']:.{digits}f} [{est['low']:.{digits}f}, {est['high']:.{digits}f}]"
 
 
-def _report(systems: dict, outputs: dict[str, list[generate.Generation]], test, cfg) -> str:
+def _report(results: dict, outputs: dict[str, list[generate.Generation]], test, cfg) -> str:
     lines = [f"# Evaluation on the test split ({len(test)} examples)", "",
              "| system | ROUGE-1 | ROUGE-2 | ROUGE-L [95% CI] | ROUGE-Lsum | chrF | BLEU | toxicity mean [95% CI] | share toxic | tokens/s | criteria |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, s in systems.items():
+    for name, s in results.items():
         sc = s["scores"]
         verdict = ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in s["criteria"].items())
         lines.append(f"| {name} | {sc['rouge1']['value']:.3f} | {sc['rouge2']['value']:.3f} | {_ci(sc['rougeL'])} | "
                      f"{sc['rougeLsum']['value']:.3f} | {sc['chrf']['value']:.1f} | {sc['bleu']['value']:.1f} | "
                      f"{_ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {s['tokens_per_s']:.1f} | {verdict} |")
-    compared = {n: s for n, s in systems.items() if s["vs_base"]}
+    compared = {n: s for n, s in results.items() if s["vs_base"]}
     if compared:
         lines += ["", "## Paired comparison with the base model (same examples, paired bootstrap)", "",
                   "| system | metric | change [95% CI] | p-value |", "|---|---|---|---|"]
         for name, s in compared.items():
             for m, d in s["vs_base"].items():
                 lines.append(f"| {name} | {m} | {d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.3f} |")
-    if all("slice" in s for s in systems.values()):
+    if all("slice" in s for s in results.values()):
         lines += ["", f"## Slice `{cfg.data.slice_column}` (rows where it is true)", "",
                   "| system | rows | ROUGE-L [95% CI] | toxicity mean [95% CI] |", "|---|---|---|---|"]
         lines += [f"| {n} | {s['slice']['rows']} | {_ci(s['slice']['rougeL'])} | {_ci(s['slice']['toxicity'])} |"
-                  for n, s in systems.items()]
+                  for n, s in results.items()]
     lines += ["", "![metrics](metrics.png)", "", "![toxicity](toxicity.png)", "", "## Examples", ""]
     for i in range(min(cfg.evaluate.examples, len(test))):
         lines += [f"**{test[i][cfg.data.id_column or 'id']}** — reference: {test[i][cfg.data.target_column]}", ""]
         lines += [f"- *{name}* (ROUGE-L {s['per_example']['rougeL'][i]:.3f}, toxicity "
-                  f"{s['per_example']['toxicity'][i]:.2f}): {outputs[name][i].prediction}" for name, s in systems.items()]
+                  f"{s['per_example']['toxicity'][i]:.2f}): {outputs[name][i].prediction}" for name, s in results.items()]
         lines.append("")
     return "\n".join(lines)
 
 
-def _plot_metrics(systems: dict, path) -> None:
-    names = list(systems)
+def _plot_metrics(results: dict, path) -> None:
+    names = list(results)
     panels = (("ROUGE (F1)", ["rouge1", "rouge2", "rougeL"]), ("toxicity", ["toxicity_mean"]))
     fig, axes = figure(ncols=2, width=11, height=4)
     for ax, (title, keys) in zip(axes, panels):
         width = 0.8 / len(names)
         for j, name in enumerate(names):
-            est = [systems[name]["scores"][k] for k in keys]
+            est = [results[name]["scores"][k] for k in keys]
             ax.bar(np.arange(len(keys)) + j * width, [e["value"] for e in est], width, label=name,
                    yerr=[[e["value"] - e["low"] for e in est], [e["high"] - e["value"] for e in est]], capsize=4)
         ax.set(xticks=np.arange(len(keys)) + width * (len(names) - 1) / 2, xticklabels=keys, title=f"{title}, 95% CI")
@@ -189,10 +154,10 @@ def _plot_metrics(systems: dict, path) -> None:
     save(fig, path)
 
 
-def _plot_toxicity(systems: dict, path) -> None:
+def _plot_toxicity(results: dict, path) -> None:
     fig, ax = figure(width=6, height=4)
     bins = np.linspace(0, 1, 21)
-    for name, s in systems.items():
+    for name, s in results.items():
         ax.hist(s["per_example"]["toxicity"], bins=bins, alpha=0.55, label=name)
     ax.axvline(0.5, color="red", linestyle="--", label="toxic threshold")
     ax.set(xlabel="toxicity of the output", ylabel="examples", title="toxicity of test outputs")

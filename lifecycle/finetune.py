@@ -17,6 +17,7 @@ import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from lifecycle.core import data, models, prompts
@@ -24,7 +25,7 @@ from lifecycle.core.config import option, require
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
 from lifecycle.core.plots import figure, save
-from lifecycle.core.store import write_json
+from lifecycle.core.store import last_checkpoint, write_json
 
 UPSTREAM = ("scope", "select", "prompt")
 SECTIONS = ("data", "models", "scope", "finetune")
@@ -75,11 +76,9 @@ def run(cfg, run: StageRun) -> StageResult:
     best = json.loads((run.upstream("prompt") / "best.json").read_text())
     splits = data.load(cfg.data, seed=cfg.run.seed)
     tokenizer = models.load_tokenizer(selection["path"])
-    trainer = (_seq2seq_trainer if selection["seq2seq"] else _sft_trainer)(cfg, selection, best, splits, tokenizer, run)
+    trainer = build_trainer(cfg, selection, best["template"], splits, tokenizer, run.out)
     checkpoints = run.out / "checkpoints"
-    from transformers.trainer_utils import get_last_checkpoint
-
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resume = last_checkpoint(checkpoints)
     if resume:
         print(f"[finetune] resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
@@ -105,36 +104,41 @@ def run(cfg, run: StageRun) -> StageResult:
                        f"({metrics['trainable_percent']}%), train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}")
 
 
-def _training_args(cfg, run: StageRun, cls):
-    """The library's own arguments object, with what the run decides (paths, seed, device, dtype)."""
-    import torch
+def build_trainer(cfg, selection: dict, template: str, splits, tokenizer, out: Path):
+    """The configured trainer for the selected model (also what benchmarks/bench_train.py times)."""
+    build = _seq2seq_trainer if selection["seq2seq"] else _sft_trainer
+    return build(cfg, selection, template, splits, tokenizer, out)
 
+
+def _training_args(cfg, out: Path, cls):
+    """The library's own arguments object: what the run decides (paths, seed, device, dtype),
+    then the YAML's `training` options, which win."""
     device = models.pick_device(cfg.models.device)
-    bf16 = models.pick_dtype(cfg.models.dtype, device) == torch.bfloat16
     allowed = {f.name for f in dataclasses.fields(cls)}
-    options = {k: v for k, v in cfg.finetune.training.items() if k in allowed}
+    options = {"output_dir": str(out / "checkpoints"), "report_to": ["tensorboard"], "seed": cfg.run.seed,
+               "use_cpu": device == "cpu", "bf16": models.train_in_bf16(cfg.models.dtype, device),
+               "include_num_input_tokens_seen": "non_padding",
+               **{k: v for k, v in cfg.finetune.training.items() if k in allowed}}
     if cfg.finetune.early_stopping_patience:
         options |= {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss",
                     "save_strategy": options.get("eval_strategy", "epoch")}
-    return cls(output_dir=str(run.out / "checkpoints"), report_to=["tensorboard"],
-               seed=cfg.run.seed, use_cpu=device == "cpu", bf16=bf16, include_num_input_tokens_seen="non_padding",
-               **options)
+    return cls(**options)
 
 
-def _sft_trainer(cfg, selection, best, splits, tokenizer, run):
+def _sft_trainer(cfg, selection, template, splits, tokenizer, out):
     from trl import SFTConfig, SFTTrainer
 
     def examples(ds):
-        return ds.map(lambda row: prompts.training_example(tokenizer, best["template"], row[cfg.data.input_column],
+        return ds.map(lambda row: prompts.training_example(tokenizer, template, row[cfg.data.input_column],
                                                            row[cfg.data.target_column]),
                       remove_columns=ds.column_names)
 
-    return SFTTrainer(model=_load_for_training(cfg, selection), args=_training_args(cfg, run, SFTConfig),
+    return SFTTrainer(model=_load_for_training(cfg, selection), args=_training_args(cfg, out, SFTConfig),
                       train_dataset=examples(splits["train"]), eval_dataset=examples(splits["validation"]),
                       processing_class=tokenizer, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=_callbacks(cfg))
 
 
-def _seq2seq_trainer(cfg, selection, best, splits, tokenizer, run):
+def _seq2seq_trainer(cfg, selection, template, splits, tokenizer, out):
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
@@ -142,7 +146,7 @@ def _seq2seq_trainer(cfg, selection, best, splits, tokenizer, run):
 
     def tokenize(ds):
         def encode(row):
-            text = prompts.format_prompt(tokenizer, best["template"], row[cfg.data.input_column]).text
+            text = prompts.format_prompt(tokenizer, template, row[cfg.data.input_column]).text
             features = tokenizer(text, truncation=True, max_length=max_length)
             features["labels"] = tokenizer(text_target=row[cfg.data.target_column], truncation=True,
                                            max_length=max_length)["input_ids"]
@@ -153,7 +157,7 @@ def _seq2seq_trainer(cfg, selection, best, splits, tokenizer, run):
     model = _load_for_training(cfg, selection)
     lora = _lora(cfg, "SEQ_2_SEQ_LM")
     return Seq2SeqTrainer(model=get_peft_model(model, lora) if lora else model,
-                          args=_training_args(cfg, run, Seq2SeqTrainingArguments),
+                          args=_training_args(cfg, out, Seq2SeqTrainingArguments),
                           train_dataset=tokenize(splits["train"]), eval_dataset=tokenize(splits["validation"]),
                           data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,
                           callbacks=_callbacks(cfg))

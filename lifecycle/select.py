@@ -10,7 +10,6 @@ within scope's memory and latency budgets. Later stages use `selection.json`.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from dataclasses import dataclass
@@ -84,19 +83,11 @@ def _score(cand: dict, val, cfg, run: StageRun) -> dict:
         "ref": cand["ref"], "path": cand["path"], "seq2seq": cand["seq2seq"], "context_length": cand["context_length"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "memory_mb": round(model.get_memory_footprint() / 2**20, 1),
-        "latency_ms_per_token": round(_latency_ms_per_token(model, tokenizer, texts, gen_config, cfg), 2),
+        "latency_ms_per_token": round(generate.latency_ms_per_token(
+            model, tokenizer, texts[: cfg.select.latency_examples], gen_config, cfg.run.seed), 2),
         "tokens_per_s": round(generate.tokens_per_second(out), 2),
         **{name: vars(est) for name, est in quality.items()},
     }
-
-
-def _latency_ms_per_token(model, tokenizer, texts, gen_config, cfg) -> float:
-    """Wall time per new token at batch 1, prompt prefill included, over a fixed output length."""
-    fixed = copy.deepcopy(gen_config)
-    fixed.min_new_tokens = fixed.max_new_tokens  # an early EOS must not flatter a model
-    timed = generate.generate(model, tokenizer, texts[: cfg.select.latency_examples], fixed, batch_size=1,
-                              seed=cfg.run.seed, desc="latency at batch 1")
-    return 1000 / generate.tokens_per_second(timed)
 
 
 def _choose(rows: list[dict], criteria: dict, pin: str | None) -> tuple[dict, str]:

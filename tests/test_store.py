@@ -131,3 +131,16 @@ def test_a_swap_cut_between_its_renames_is_finished_on_next_read(fake):
     assert run.manifest("first") == {"status": "completed"}
     assert (run.dir("first") / "first.txt").read_text() == "new"
     assert not (run.root / "first.old").exists() and not run.partial_dir("first").exists()
+
+
+def test_resume_skips_a_checkpoint_cut_mid_save(tmp_path):
+    from lifecycle.core.store import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, complete in ((2, True), (10, True), (12, False)):  # 12 was being written when the process died
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_text("w")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # numeric order, not text order

@@ -60,7 +60,7 @@ def generate(model, tokenizer, prompts: list[str], gen_config, batch_size: int =
 
     seq2seq = model.config.is_encoder_decoder
     tokenizer.padding_side = "right" if seq2seq else "left"
-    gen_config = _with_special_tokens(gen_config, model, tokenizer)
+    gen_config = with_special_tokens(gen_config, model, tokenizer)
     lengths = [len(ids_) for ids_ in tokenize(tokenizer, prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # similar lengths share a batch: little padding
     results: list[Generation | None] = [None] * len(prompts)
@@ -85,6 +85,14 @@ def generate(model, tokenizer, prompts: list[str], gen_config, batch_size: int =
     return results
 
 
+def latency_ms_per_token(model, tokenizer, prompts: list[str], gen_config, seed: int = 0) -> float:
+    """Wall time per new token at batch 1, prompt prefill included, over a fixed output length."""
+    fixed = copy.deepcopy(gen_config)
+    fixed.min_new_tokens = fixed.max_new_tokens  # an early EOS must not flatter a model
+    timed = generate(model, tokenizer, prompts, fixed, batch_size=1, seed=seed, desc="latency at batch 1")
+    return 1000 / tokens_per_second(timed)
+
+
 def _length_to_eos(tokens: list[int], eos) -> int:
     """Generated length up to and including the first EOS; what follows is padding."""
     stops = set(eos if isinstance(eos, list) else [eos])
@@ -107,7 +115,7 @@ def read_jsonl(path: Path) -> list[Generation]:
     return [Generation(**json.loads(line)) for line in Path(path).read_text().splitlines()]
 
 
-def _with_special_tokens(gen_config, model, tokenizer):
+def with_special_tokens(gen_config, model, tokenizer):
     """Our options plus the model's own eos/pad/bos ids (never its sampling defaults)."""
     config = copy.deepcopy(gen_config)
     own = model.generation_config

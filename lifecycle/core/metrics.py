@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import sacrebleu
 
+from lifecycle.core.config import option, require
 from lifecycle.core.errors import LifecycleError
 
 if TYPE_CHECKING:
@@ -27,6 +28,16 @@ if TYPE_CHECKING:
 METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 TOXIC = 0.5  # a text counts as toxic above this probability
+
+
+@dataclass
+class MetricsConfig:
+    toxicity: str = option("profanity-check", help="Toxicity scorer for every stage's outputs (see "
+                           "lifecycle.core.toxicity), so scope's max_mean_toxicity means one thing throughout.")
+    bootstrap: int = option(1000, help="Bootstrap resamples behind every 95% CI and paired test of evaluate, rlhf and quantize.")
+
+    def __post_init__(self):
+        require(self.bootstrap >= 100, "bootstrap", self.bootstrap, "at least 100 resamples")
 
 
 class MetricError(LifecycleError):

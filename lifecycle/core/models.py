@@ -198,6 +198,19 @@ def pick_dtype(setting: DType, device: str):
     return torch.float32
 
 
+def train_in_bf16(setting: DType, device: str) -> bool:
+    """Mixed-precision training (bf16 autocast over fp32 weights) where the hardware runs bf16
+    natively: GPUs that support it, and CPUs with AVX512-BF16/AMX, where a LoRA step takes
+    about half the fp32 time. Elsewhere bf16 on a CPU is emulated and slower, so fp32."""
+    import torch
+
+    if setting != "auto":
+        return setting == "bfloat16"
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _load_error(path: str, err: Exception) -> ModelError:
     if Path(path).is_dir():
         return ModelError(f"could not load model `{path}`: {' '.join(str(err).split())[:300]}. Is the folder a complete save_pretrained checkpoint?")

@@ -69,6 +69,16 @@ def list_outputs(folder: Path) -> dict[str, dict]:
     return outputs
 
 
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest *complete* Trainer checkpoint in `folder`, to resume from after a kill. The
+    Trainer writes trainer_state.json after the weights, optimizer and RNG state, so a folder
+    without it was cut mid-save and is skipped (transformers' get_last_checkpoint would take it)."""
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
 class Run:
     """One run directory. Knows where each stage's artifacts and manifest are."""
 
