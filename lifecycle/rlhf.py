@@ -1,0 +1,234 @@
+"""Stage 5, rlhf: make the fine-tuned model less toxic with RL against a toxicity reward.
+
+TRL's `GRPOTrainer` (or `RLOOTrainer`) samples several summaries per training prompt
+and pushes the policy towards the better ones of each group. The reward is
+non-toxicity plus two guards against reward hacking — faithfulness (ROUGE-L against
+the reference summary) and length (near the reference's) — so an empty or generic
+summary is never the optimum. The policy is a fresh LoRA adapter on the merged SFT
+model: with the adapter disabled that model *is* the KL reference (`beta`), so no
+second copy is held in memory, and the SFT weights stay untouched. Before/after
+numbers on the held-out test split (and its slice) come with CIs and a paired test.
+
+    python -m lifecycle rlhf --config configs/offline.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from lifecycle.core import data, metrics, models, prompts, systems
+from lifecycle.core.config import option, require
+from lifecycle.core.errors import StageError
+from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
+from lifecycle.core.plots import figure, save
+from lifecycle.core.store import last_checkpoint, write_json
+from lifecycle.core.toxicity import load_scorer
+
+UPSTREAM = ("scope", "finetune")
+SECTIONS = ("data", "models", "scope", "metrics", "rlhf")
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
+TRAINING = {"max_steps": 40, "learning_rate": 1e-5, "per_device_train_batch_size": 8, "num_generations": 4,
+            "max_completion_length": 64, "beta": 0.05, "temperature": 0.9, "logging_steps": 1, "save_steps": 10,
+            "save_total_limit": 2}
+WEIGHTS = {"non_toxicity": 1.0, "faithfulness": 1.0, "length": 0.5}
+
+
+@dataclass
+class RlhfConfig:
+    algorithm: Literal["grpo", "rloo"] = option("grpo", help="TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer).")
+    reward: str = option("profanity-check", help="Toxicity scorer whose complement is the reward (see lifecycle.core.toxicity).")
+    weights: dict[str, float] = option(WEIGHTS, help="Reward = sum of weight x term: non_toxicity (1 - toxicity), "
+                                       "faithfulness (ROUGE-L F1 to the reference), length (1 near the reference's "
+                                       "length, falling to 0 at half or double, -1 when empty).")
+    prompts: Literal["all", "slice"] = option("slice", help="Train on every train prompt, or only the data's slice "
+                                              "(data.slice_column, the demo's heated dialogues), where the toxicity is.")
+    lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options of the RL adapter.")
+    training: dict[str, Any] = option(TRAINING, help="trl.GRPOConfig / RLOOConfig options (beta is the KL coefficient).")
+    eval_limit: int | None = option(None, help="Test examples for the before/after comparison (default: all).")
+    batch_size: int = option(8, help="Prompts generated together for the before/after comparison.")
+
+    def __post_init__(self):
+        from trl import GRPOConfig, RLOOConfig
+
+        for term in self.weights:
+            require(term in WEIGHTS, f"weights.{term}", self.weights[term], f"one of the reward terms {list(WEIGHTS)}")
+        cls = GRPOConfig if self.algorithm == "grpo" else RLOOConfig
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in self.training:
+            require(key in known and key not in {"output_dir", "seed"}, f"training.{key}", self.training[key],
+                    f"a trl.{cls.__name__} option such as beta, num_generations, learning_rate, max_steps")
+        train = {**TRAINING, **self.training}
+        require(train.get("beta", 0) >= 0, "training.beta", train.get("beta"), "a KL coefficient >= 0")
+        require(train["learning_rate"] > 0, "training.learning_rate", train["learning_rate"], "a positive learning rate")
+        require(train["num_generations"] >= 2, "training.num_generations", train["num_generations"],
+                "at least 2 samples per prompt (group-relative advantages need a group)")
+        require(train["per_device_train_batch_size"] % train["num_generations"] == 0, "training.per_device_train_batch_size",
+                train["per_device_train_batch_size"], f"a multiple of num_generations ({train['num_generations']})")
+        require({**LORA, **self.lora}["r"] > 0, "lora.r", self.lora.get("r"), "a positive rank")
+
+
+def run(cfg, run: StageRun) -> StageResult:
+    sft = run.upstream("finetune")
+    prompt = json.loads((sft / "prompt.json").read_text())
+    if models.is_seq2seq(str(sft / "model")):
+        raise StageError(f"rlhf needs a causal (decoder-only) policy, but the fine-tuned model in {sft / 'model'} is "
+                         "seq2seq: TRL's RL trainers are causal-only. Pick a causal model (models.candidates or "
+                         "select.pin), or skip rlhf and run `python -m lifecycle evaluate` after finetune.")
+    splits = data.load(cfg.data, seed=cfg.run.seed)
+    tokenizer = models.load_tokenizer(str(sft / "model"))
+    trainer = _trainer(cfg, str(sft / "model"), prompt["template"], splits["train"], tokenizer, run)
+    checkpoints = run.out / "checkpoints"
+    resume = last_checkpoint(checkpoints)
+    trainer.train(resume_from_checkpoint=resume)
+    if not is_main_process():
+        return StageResult(metrics={})
+    trainer.model.save_pretrained(run.out / "adapter")
+    from lifecycle.finetune import merge_adapter
+
+    merge_adapter(str(sft / "model"), run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
+    tokenizer.save_pretrained(run.out / "model")
+    write_json(run.out / "prompt.json", prompt)
+    history = trainer.state.log_history
+    write_json(run.out / "train_log.json", history)
+    _plot_training(history, run.out / "rl_curves.png")
+    shutil.move(checkpoints / "runs", run.out / "logs")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    comparison = _before_after(cfg, str(sft / "model"), str(run.out / "model"), prompt, splits["test"], run)
+    return StageResult(metrics=comparison["headline"], summary=comparison["summary"])
+
+
+def rewards(scorer, weights: dict[str, float]):
+    """The reward terms as TRL reward functions (completions in, one float each out) and their weights."""
+
+    def text(completion) -> str:  # conversational datasets give message lists
+        return completion[-1]["content"] if isinstance(completion, list) else completion
+
+    def non_toxicity(completions, **_):
+        return (1.0 - scorer.score([text(c) for c in completions])).tolist()
+
+    def faithfulness(completions, reference, **_):
+        return metrics.per_example([text(c) or " " for c in completions], reference)["rougeL"].tolist()
+
+    def length(completions, reference, **_):
+        return [length_reward(text(c), r) for c, r in zip(completions, reference)]
+
+    terms = {"non_toxicity": non_toxicity, "faithfulness": faithfulness, "length": length}
+    chosen = [name for name in terms if weights.get(name, WEIGHTS[name]) != 0]
+    return [terms[n] for n in chosen], [float(weights.get(n, WEIGHTS[n])) for n in chosen]
+
+
+def length_reward(summary: str, reference: str) -> float:
+    """1 within the reference's length, falling linearly in log-ratio to 0 at half or double; -1 if empty."""
+    words, target = len(summary.split()), max(1, len(reference.split()))
+    if words == 0:
+        return -1.0
+    return max(0.0, 1.0 - abs(math.log(words / target)) / math.log(2))
+
+
+def _trainer(cfg, policy: str, template: str, train, tokenizer, run: StageRun):
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    if cfg.rlhf.prompts == "slice" and cfg.data.slice_column:
+        train = train.filter(lambda row: row[cfg.data.slice_column])
+    dataset = train.map(lambda row: {"prompt": prompts.training_example(tokenizer, template, row[cfg.data.input_column],
+                                                                        row[cfg.data.target_column])["prompt"],
+                                     "reference": row[cfg.data.target_column]},
+                        remove_columns=train.column_names)
+    funcs, weights = rewards(load_scorer(cfg.rlhf.reward), cfg.rlhf.weights)
+    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if cfg.rlhf.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
+    device = models.pick_device(cfg.models.device)
+    args = config_cls(**{"output_dir": str(run.out / "checkpoints"), "report_to": ["tensorboard"], "seed": cfg.run.seed,
+                         "use_cpu": device == "cpu", "bf16": models.train_in_bf16(cfg.models.dtype, device),
+                         "reward_weights": weights, **TRAINING, **cfg.rlhf.training})
+    model = models.load_model(policy, device, cfg.models.dtype).train()
+    return trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
+                       peft_config=LoraConfig(task_type="CAUSAL_LM", **{**LORA, **cfg.rlhf.lora}))
+
+
+def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, run: StageRun) -> dict:
+    """SFT vs RLHF on the held-out test split: toxicity and ROUGE-L with CIs and paired tests."""
+    if cfg.rlhf.eval_limit:
+        test = test.select(range(min(cfg.rlhf.eval_limit, len(test))))
+    scorer = load_scorer(cfg.metrics.toxicity)
+    n_boot = cfg.metrics.bootstrap
+    out = {name: systems.predict(cfg, path, prompt, test, cfg.rlhf.batch_size, f"rlhf {name}")
+           for name, path in (("before", sft_path), ("after", rl_path))}
+    scored = {name: systems.score(cfg, o, scorer, test, n_boot) for name, o in out.items()}
+    paired = {"all": systems.compare(scored["before"], scored["after"], n_boot, cfg.run.seed)}
+    mask = np.array(test[cfg.data.slice_column], dtype=bool) if cfg.data.slice_column else None
+    if mask is not None and mask.any():
+        paired["slice"] = systems.compare(scored["before"], scored["after"], n_boot, cfg.run.seed, mask)
+    result = {"test_examples": len(test), "scores": {k: {m: v for m, v in s.items() if m != "per_example"}
+                                                      for k, s in scored.items()},
+              "paired": paired, "examples": _examples(out, scored, mask)}
+    write_json(run.out / "before_after.json", result)
+    (run.out / "rlhf.md").write_text(_report(result, cfg))
+    where = "slice" if "slice" in paired else "all"
+    tox, rouge = paired[where]["toxicity"], paired["all"]["rougeL"]
+    headline = {"toxicity_delta": round(tox["delta"], 4), "toxicity_p": tox["p_value"], "toxicity_on": where,
+                "rougeL_delta": round(rouge["delta"], 4), "rougeL_delta_low": round(rouge["low"], 4),
+                "rougeL_delta_high": round(rouge["high"], 4)}
+    summary = (f"toxicity ({where}) {tox['delta']:+.3f} [{tox['low']:+.3f}, {tox['high']:+.3f}] p={tox['p_value']:.3f}; "
+               f"ROUGE-L {rouge['delta']:+.3f} [{rouge['low']:+.3f}, {rouge['high']:+.3f}]")
+    return {"headline": headline, "summary": summary}
+
+
+def _examples(out: dict, scored: dict, mask, n: int = 4) -> list[dict]:
+    """The slice examples whose toxicity changed most, before and after."""
+    order = np.argsort(np.array(scored["after"]["per_example"]["toxicity"]) - np.array(scored["before"]["per_example"]["toxicity"]))
+    picked = [i for i in order if mask is None or mask[i]][:n]
+    return [{"id": out["before"][i].id, "before": out["before"][i].prediction, "after": out["after"][i].prediction,
+             "toxicity_before": scored["before"]["per_example"]["toxicity"][i],
+             "toxicity_after": scored["after"]["per_example"]["toxicity"][i]} for i in picked]
+
+
+def _report(result: dict, cfg) -> str:
+    def ci(d):
+        return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+    lines = [f"# RLHF before/after on the test split ({result['test_examples']} examples)", "",
+             "| model | toxicity mean | share toxic | ROUGE-L |", "|---|---|---|---|"]
+    for name, s in result["scores"].items():
+        sc = s["scores"]
+        lines.append(f"| {name} | {ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {ci(sc['rougeL'])} |")
+    lines += ["", "## Paired change (after - before), paired bootstrap", "", "| examples | metric | change [95% CI] | p-value |",
+              "|---|---|---|---|"]
+    for where, comparison in result["paired"].items():
+        label = f"slice `{cfg.data.slice_column}`" if where == "slice" else "all"
+        for m, d in comparison.items():
+            lines.append(f"| {label} | {m} | {d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.3f} |")
+    lines += ["", "![training curves](rl_curves.png)", "", "## Examples (largest toxicity change)", ""]
+    for e in result["examples"]:
+        lines += [f"**{e['id']}** — toxicity {e['toxicity_before']:.2f} -> {e['toxicity_after']:.2f}", "",
+                  f"- before: {e['before']}", f"- after: {e['after']}", ""]
+    return "\n".join(lines)
+
+
+def _plot_training(history: list[dict], path) -> None:
+    keys = [("reward", "total reward"), ("rewards/non_toxicity/mean", "non-toxicity"), ("rewards/faithfulness/mean",
+            "faithfulness (ROUGE-L)"), ("kl", "KL to the SFT model"), ("completions/mean_length", "completion length")]
+    present = [(k, t) for k, t in keys if any(k in h for h in history)]
+    fig, axes = figure(ncols=len(present), width=3.4 * len(present), height=3.2)
+    for ax, (key, title) in zip(np.atleast_1d(axes), present):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        ax.plot(*zip(*points))
+        ax.set(title=title, xlabel="step")
+    save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lifecycle.cli import stage_main
+
+    return stage_main("rlhf", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
