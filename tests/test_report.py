@@ -1,0 +1,78 @@
+"""The run report through the real CLI on tiny models: `all` writes it at the end, `report`
+writes it for a partial run and lists what has not run, and the HTML stands alone."""
+
+import re
+
+import pytest
+
+from lifecycle import report
+from lifecycle.core import pipeline
+
+
+@pytest.fixture
+def finished(run_cli):
+    code, out, err = run_cli("all", f"select.pin={run_cli.causal}")
+    assert code == 0, err
+    assert "run report:" in out
+    return run_cli
+
+
+def test_all_writes_the_report_with_every_section(finished):
+    md = (finished.root / "report.md").read_text()
+    html = (finished.root / "report.html").read_text()
+    for section in ("# Run report: tiny", "## Lineage", "## Results"):
+        assert section in md, section
+    results = md.split("## Results")[1].split("## Stage 1")[0]
+    for stage in ("evaluate", "quantize"):  # each result stage's summary: its title and tables, from its own markdown
+        if stage in pipeline.STAGES:
+            doc = next((finished.root / stage).glob("*.md")).read_text()
+            assert f"### {doc.splitlines()[0].lstrip('# ')}" in results, stage
+            assert next(line for line in doc.splitlines() if line.startswith("| ")) in results, stage
+    assert "ROUGE-L [95% CI]" in results and re.search(r"\b(pass|FAIL)\b", results)
+    for n, stage in enumerate(report.stages(), 1):
+        assert f"## Stage {n}: {stage}" in md and f'id="stage-{n}-{stage}"' in html
+    lineage = md.split("## Lineage")[1].split("## Results")[0]
+    for stage in pipeline.STAGES:  # every stage ran, so every row is up to date with its config hash
+        assert re.search(rf"\| \[{stage}\]\(#stage-\d-{stage}\) \| up to date \| .* \| `[0-9a-f]{{12}}` \|", lineage), stage
+    assert f"{len(pipeline.STAGES)} of {len(report.stages())} stages up to date" in md
+    assert "| rows_train | 16 |" in md  # scope's headline metrics, from its manifest
+    assert "![metrics](evaluate/metrics.png)" in md
+    # self-contained: every plot inlined, nothing fetched from elsewhere
+    images = re.findall(r'<img[^>]*src="([^"]*)"', html)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) >= sum(1 for stage in pipeline.STAGES for _ in (finished.root / stage).glob("*.png"))
+    assert not re.search(r'(src|href)="(https?:)?//', html) and "<script" not in html
+
+
+def test_report_of_a_partial_run_lists_what_has_not_run(run_cli):
+    code, out, err = run_cli("all", "--until", "select")
+    assert code == 0, err
+    assert not (run_cli.root / "report.md").exists()  # `all` writes it only when it ran every stage
+    code, out, err = run_cli("report")
+    assert code == 0, err
+    md = (run_cli.root / "report.md").read_text()
+    later = [s for s in pipeline.STAGES if s not in ("scope", "select")]
+    assert f"- Not run yet: {', '.join(later)}" in md
+    assert "No results yet: evaluate is not run yet." in md
+    for stage in later:
+        assert f"Run it with `python -m lifecycle {stage} --config" in md
+    assert (run_cli.root / "report.html").is_file()
+
+
+def test_report_marks_stale_and_failed_stages_and_refuses_without_a_run(run_cli):
+    code, _, err = run_cli("report")
+    assert code == 2 and "nothing to report" in err and "Traceback" not in err
+    assert run_cli("scope")[0] == 0
+    assert run_cli("select", "select.pin=no-such-model")[0] == 2
+    code, _, err = run_cli("report", "scope.criteria.min_rougeL=0.5")
+    md = (run_cli.root / "report.md").read_text()
+    assert code == 0, err
+    assert "| stale: its config changed since it ran |" in md and "- Stale (re-run with" in md
+    assert "| failed: StageError: select.pin = `no-such-model`" in md and "Error: `StageError:" in md
+
+
+def test_html_escapes_what_the_models_wrote(tmp_path):
+    page = report.to_html("# T\n\n| system | output |\n|---|---|\n| base | <script>alert(1)</script> pass |\n\n"
+                          "![missing](nowhere.png)\n", tmp_path, "t")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert '<span class="badge ok">pass</span>' in page
