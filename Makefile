@@ -11,7 +11,7 @@ ARGS   ?=
 # with a local wheel); on a GPU machine set TORCH to the build that matches its CUDA.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo all scope select prompt finetune evaluate status options test clean
+.PHONY: setup demo all scope select prompt finetune rlhf evaluate quantize status options test bench notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -29,8 +29,13 @@ demo all: setup
 	$(PY) -m lifecycle all --config $(CONFIG) $(ARGS)
 
 # `make finetune` runs every stage up to and including finetune (up-to-date ones are skipped).
-scope select prompt finetune evaluate: setup
+scope select prompt finetune rlhf evaluate quantize: setup
 	$(PY) -m lifecycle all --until $@ --config $(CONFIG) $(ARGS)
+
+# Execute the notebooks in place against the offline default and keep their outputs (stages
+# already up to date are skipped, so after `make demo` this mostly shows the run's artifacts).
+notebooks: setup
+	$(VENV)/bin/jupyter-execute --inplace --timeout=-1 notebooks/0*.ipynb
 
 status: setup
 	$(PY) -m lifecycle status --config $(CONFIG) $(ARGS)
@@ -40,6 +45,11 @@ options: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# CPU benchmarks against their baselines, measured in the same run -> benchmarks/results/
+bench: setup
+	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,4 +1,4 @@
-"""Command line: `python -m lifecycle <stage|all|status|options> --config FILE [key=value ...]`.
+"""Command line: `python -m lifecycle <stage|all|status|report|options> --config FILE [key=value ...]`.
 
 Each stage module's `main()` comes here too, so `python -m lifecycle.scope --config …`
 and `python -m lifecycle scope --config …` are the same command.
@@ -22,8 +22,9 @@ def parser() -> argparse.ArgumentParser:
         "Stages: " + " -> ".join(pipeline.STAGES) + ".",
         epilog="Overrides: any option as section.key=value, e.g. `scope.criteria.min_rougeL=0.3 data.limit.train=32`. "
         "`python -m lifecycle options` lists them all.")
-    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "options"],
-                   help="a stage, `all` stages in order, `status` of the run's stages, or `options` to list every option")
+    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "report", "options"],
+                   help="a stage, `all` stages in order, `status` of the run's stages, `report` to write the run "
+                   "report (report.md and a self-contained report.html in the run folder), or `options` to list every option")
     p.add_argument("--config", help="YAML config, e.g. configs/offline.yaml (required except for `options`)")
     p.add_argument("--force", action="store_true", help="run the stage(s) even when up to date")
     p.add_argument("--until", choices=pipeline.STAGES, help="with `all`: stop after this stage")
@@ -43,12 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args.config, args.overrides)
         if args.command == "status":
             return _status(cfg, args.config)
+        if args.command == "report":
+            return _report(cfg, args.config)
         if args.command == "all":
             stages = pipeline.STAGES[: pipeline.STAGES.index(args.until) + 1] if args.until else pipeline.STAGES
         else:
             stages = [args.command]
         for stage in stages:
             pipeline.execute(cfg, stage, args.config, force=args.force)
+        if args.command == "all" and tuple(stages) == tuple(pipeline.STAGES) and pipeline.is_main_process():
+            _report(cfg, args.config)
         return 0
     except LifecycleError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -64,6 +69,14 @@ def _options() -> int:
 
     for key, default, help_text in describe(Config):
         print(f"{key} = {default}\n    {help_text}")
+    return 0
+
+
+def _report(cfg, config_path: str) -> int:
+    from lifecycle import report
+
+    md, html = report.write(cfg, config_path)
+    print(f"[lifecycle] run report: {md} and {html}")
     return 0
 
 

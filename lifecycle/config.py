@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 from lifecycle.core.config import build, load_yaml, option
 from lifecycle.core.data import DataConfig
+from lifecycle.core.metrics import MetricsConfig
 from lifecycle.core.models import ModelsConfig
 from lifecycle.core.store import RunConfig
 from lifecycle.evaluate import EvaluateConfig
 from lifecycle.finetune import FinetuneConfig
 from lifecycle.prompt import PromptConfig
+from lifecycle.rlhf import RlhfConfig
+from lifecycle.quantize import QuantizeConfig
 from lifecycle.scope import ScopeConfig
 from lifecycle.select import SelectConfig
 
@@ -26,10 +29,13 @@ class Config:
     data: DataConfig = option(DataConfig, help="The dataset and its columns and splits.")
     models: ModelsConfig = option(ModelsConfig, help="Candidate foundation models, device and dtype.")
     scope: ScopeConfig = option(ScopeConfig, help="Task, success criteria and budgets.")
+    metrics: MetricsConfig = option(MetricsConfig, help="How outputs are measured: toxicity scorer, bootstrap resamples.")
     select: SelectConfig = option(SelectConfig, help="Zero-shot comparison of the candidate models.")
     prompt: PromptConfig = option(PromptConfig, help="Prompt-engineering sweep: templates, few-shot, generation.")
     finetune: FinetuneConfig = option(FinetuneConfig, help="Instruction fine-tuning: LoRA/QLoRA/full, PEFT and TRL options.")
+    rlhf: RlhfConfig = option(RlhfConfig, help="RL detoxification: algorithm, reward terms and weights, TRL options.")
     evaluate: EvaluateConfig = option(EvaluateConfig, help="Side-by-side evaluation on the test split.")
+    quantize: QuantizeConfig = option(QuantizeConfig, help="Deployment variants (int8, NF4) measured against the reference.")
 
 
 def load(path: str, overrides: list[str] = ()) -> Config:

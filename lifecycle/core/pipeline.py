@@ -24,8 +24,8 @@ from lifecycle.core.config import fingerprint, to_dict
 from lifecycle.core.errors import StageError
 from lifecycle.core.store import MANIFEST, Run, list_outputs
 
-STAGES = ("scope", "select", "prompt", "finetune", "evaluate")
-LIBRARIES = ("lifecycle", "torch", "transformers", "datasets", "peft", "trl", "evaluate", "accelerate")
+STAGES = ("scope", "select", "prompt", "finetune", "rlhf", "evaluate", "quantize")
+LIBRARIES = ("lifecycle", "torch", "transformers", "datasets", "peft", "trl", "evaluate", "accelerate", "bitsandbytes")
 
 
 @dataclass

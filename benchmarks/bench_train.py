@@ -1,0 +1,94 @@
+"""Fine-tuning throughput: the finetune stage's trainer vs a plain `SFTTrainer` with default
+settings, same model, data, LoRA and number of steps, each in a fresh process.
+
+    .venv/bin/python benchmarks/bench_train.py --steps 8            (make bench runs it)
+
+Measures training tokens/s (non-padding tokens seen / train runtime) and peak RSS, and
+writes benchmarks/results/train.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import ROOT, write_results
+
+VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage's trainer
+    "plain SFTTrainer (defaults)": [],
+    "lifecycle: packing, fp32": ["finetune.training.bf16=false"],
+    "lifecycle: no packing, bf16 autocast": ["finetune.training.bf16=true", "finetune.training.packing=false"],
+    "lifecycle: packing, bf16 autocast": ["finetune.training.bf16=true"],
+}
+
+
+def measure(variant: str, steps: int, overrides: list[str]) -> dict:
+    """One training run in this process; returns its throughput and memory."""
+    from lifecycle.config import load
+    from lifecycle.core import data, models
+    from lifecycle.core.prompts import TEMPLATES
+    from lifecycle import finetune
+
+    cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"finetune.training.max_steps={steps}",
+                                                        "finetune.training.eval_strategy=no", *overrides])
+    path = models.resolve(cfg.models.candidates[0])
+    tokenizer = models.load_tokenizer(path)
+    splits = data.load(cfg.data, cfg.run.seed)
+    out = Path(tempfile.mkdtemp())
+    if variant.startswith("plain"):
+        from peft import LoraConfig
+        from trl import SFTConfig, SFTTrainer
+        from lifecycle.core.prompts import training_example
+
+        train = splits["train"].map(lambda r: training_example(tokenizer, TEMPLATES["summarize"], r["dialogue"], r["summary"]),
+                                    remove_columns=splits["train"].column_names)
+        trainer = SFTTrainer(model=path, train_dataset=train, processing_class=tokenizer,
+                             peft_config=LoraConfig(task_type="CAUSAL_LM", **finetune.LORA),
+                             args=SFTConfig(output_dir=str(out), use_cpu=True, max_steps=steps, report_to="none",
+                                            include_num_input_tokens_seen="non_padding"))
+    else:
+        trainer = finetune.build_trainer(cfg, {"path": path, "seq2seq": False}, TEMPLATES["summarize"], splits,
+                                         tokenizer, out)
+    result = trainer.train()
+    seconds = result.metrics["train_runtime"]
+    args = trainer.args
+    return {"variant": variant, "steps": trainer.state.global_step, "tokens": int(trainer.state.num_input_tokens_seen),
+            "seconds": round(seconds, 1), "tokens_per_s": round(trainer.state.num_input_tokens_seen / seconds, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "settings": {"batch_size": args.per_device_train_batch_size, "bf16": args.bf16,
+                         "packing": getattr(args, "packing", None), "max_length": getattr(args, "max_length", None)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
+    args = parser.parse_args()
+    if args.variant:
+        print("RESULT " + json.dumps(measure(args.variant, args.steps, VARIANTS[args.variant])))
+        return
+    rows = []
+    for variant in VARIANTS:
+        done = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--variant", variant],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.split("RESULT ", 1)[1]))
+        print(rows[-1], flush=True)
+    base = rows[0]["tokens_per_s"]
+    for row in rows:
+        row["speedup_vs_plain"] = round(row["tokens_per_s"] / base, 2)
+    table = ["| variant | steps | tokens | seconds | tokens/s | speed-up | peak RSS MiB | batch | bf16 | packing |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    table += [f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['seconds']} | {r['tokens_per_s']} | "
+              f"{r['speedup_vs_plain']}x | {r['peak_rss_mb']:,} | {r['settings']['batch_size']} | {r['settings']['bf16']} | "
+              f"{r['settings']['packing']} |" for r in rows]
+    write_results("train", rows, table, f"python benchmarks/bench_train.py --steps {args.steps}",
+                  "SmolLM2-135M-Instruct (packaged, fp32 weights), demo train split, LoRA r=16 all-linear")
+
+
+if __name__ == "__main__":
+    main()
