@@ -217,3 +217,12 @@ def test_toxicity_module_summarises_the_scores():
 def test_unknown_scorer_names_the_known_ones():
     with pytest.raises(LifecycleError, match=r"unknown toxicity scorer `perspective`.*profanity-check"):
         load_scorer("perspective")
+
+
+def test_probe_check_ranks_the_demo_probe_set():
+    from lifecycle.core.toxicity import load_scorer, probe_check
+
+    check = probe_check(load_scorer("profanity-check"))
+    assert check["examples"] == 360 and set(check["roc_auc_by_kind"]) == {"plain", "hard"}
+    assert 0.5 < check["roc_auc"] <= 1 and check["roc_auc_by_kind"]["plain"] > check["roc_auc_by_kind"]["hard"]
+    assert check["mean_score"]["toxic"] > check["mean_score"]["non_toxic"]

@@ -58,3 +58,33 @@ def load_scorer(name: str) -> ToxicityScorer:
         raise ModelError(f"unknown toxicity scorer `{name}`; the known scorers are {', '.join(sorted(SCORERS))}. "
                          "Set the scorer in the config to one of them (`profanity-check` needs no network).")
     return SCORERS[name]()
+
+
+def probe_check(scorer: ToxicityScorer, path: str | None = None) -> dict:
+    """How well a scorer ranks toxic above non-toxic text on a labelled set (the demo probe set by
+    default): ROC AUC, accuracy at 0.5, and the AUC of each kind (plain, hard negatives vs hard
+    positives). A reward that cannot rank is a bug to catch before spending RL compute on it.
+
+        python -c "from lifecycle.core.toxicity import *; print(probe_check(load_scorer('profanity-check')))"
+    """
+    import json
+    from pathlib import Path
+
+    from sklearn.metrics import roc_auc_score
+
+    from lifecycle.core.data import DEMO_DIR
+
+    rows = [json.loads(line) for line in Path(path or DEMO_DIR / "toxicity_probe.jsonl").read_text().splitlines()]
+    labels = np.array([r["toxic"] for r in rows])
+    scores = scorer.score([r["text"] for r in rows])
+    kinds = {"plain": ("plain", "plain"), "hard": ("hard_negative", "hard_positive")}
+    by_kind = {}
+    for name, (negative, positive) in kinds.items():
+        pick = np.array([(r["toxic"] == 0 and r.get("kind") == negative) or (r["toxic"] == 1 and r.get("kind") == positive)
+                         for r in rows])
+        if pick.any() and len(set(labels[pick])) == 2:
+            by_kind[name] = round(float(roc_auc_score(labels[pick], scores[pick])), 3)
+    return {"scorer": scorer.name, "examples": len(rows), "roc_auc": round(float(roc_auc_score(labels, scores)), 3),
+            "accuracy_at_0.5": round(float(((scores > 0.5) == labels).mean()), 3), "roc_auc_by_kind": by_kind,
+            "mean_score": {"toxic": round(float(scores[labels == 1].mean()), 3),
+                           "non_toxic": round(float(scores[labels == 0].mean()), 3)}}
