@@ -21,9 +21,9 @@ from common import ROOT, write_results
 
 VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage's trainer
     "plain SFTTrainer (defaults)": [],
-    "lifecycle: packing, fp32": ["finetune.training.bf16=false"],
-    "lifecycle: no packing, bf16 autocast": ["finetune.training.bf16=true", "finetune.training.packing=false"],
-    "lifecycle: packing, bf16 autocast": ["finetune.training.bf16=true"],
+    "lifecycle offline recipe": [],
+    "lifecycle offline recipe, fp32": ["finetune.training.bf16=false"],
+    "lifecycle offline recipe + packing": ["finetune.training.packing=true"],
 }
 
 

@@ -26,7 +26,9 @@ def test_overrides_win_and_are_typed():
     assert cfg.scope.criteria.min_rougeL == 0.3
     assert cfg.data.limit == {"train": 8}
     assert cfg.models.candidates == ["a/b", "c/d"]
-    assert cfg.scope.criteria.max_quality_drop == pytest.approx(0.001)  # YAML reads 1e-3 as a string
+    assert cfg.scope.criteria.max_quality_drop == pytest.approx(0.001)  # YAML 1.1 would read 1e-3 as a string
+    strategy = load(OFFLINE, ["finetune.training.eval_strategy=no", "finetune.training.bf16=false"]).finetune.training
+    assert strategy["eval_strategy"] == "no" and strategy["bf16"] is False  # `no` is not a boolean
 
 
 @pytest.mark.parametrize("override, key, fragment", [

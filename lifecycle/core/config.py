@@ -82,9 +82,16 @@ def fingerprint(obj: Any) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML with `1e-4` read as a float, as people write learning rates (YAML 1.1 wants `1.0e-4`)."""
+    """YAML as people write configs: `1e-4` is a float (YAML 1.1 wants `1.0e-4`), and only
+    true/false are booleans, so `eval_strategy: no` stays the string transformers expects."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
                               list("-+0123456789."))
 
