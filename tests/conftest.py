@@ -43,21 +43,24 @@ def tokenizer():
     return _tokenizer([r["dialogue"] for r in rows] + [r["summary"] for r in rows])
 
 
-@pytest.fixture(scope="session")
-def tiny_causal(tmp_path_factory, tokenizer) -> str:
-    """A 2-layer, 32-wide Llama with the tiny tokenizer and a chat template."""
+def tiny_llama(folder: Path, tokenizer, width: int = 32) -> str:
+    """A 2-layer Llama `width` wide with the tiny tokenizer and its chat template, saved with save_pretrained."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    path = tmp_path_factory.mktemp("models") / "tiny-causal"
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory, tokenizer) -> str:
+    return tiny_llama(tmp_path_factory.mktemp("models") / "tiny-causal", tokenizer)
 
 
 @pytest.fixture(scope="session")

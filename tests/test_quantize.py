@@ -15,7 +15,7 @@ from lifecycle.config import load
 from lifecycle.core import models
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.store import MANIFEST
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_llama
 
 TINY = str(ROOT / "configs" / "tiny.yaml")
 
@@ -23,17 +23,7 @@ TINY = str(ROOT / "configs" / "tiny.yaml")
 @pytest.fixture(scope="module")
 def tiny_causal_64(tmp_path_factory, tokenizer) -> str:
     """The suite's tiny Llama, 64 wide: the narrowest bitsandbytes' 4-bit CPU kernel takes."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    path = tmp_path_factory.mktemp("models") / "tiny-causal-64"
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return tiny_llama(tmp_path_factory.mktemp("models") / "tiny-causal-64", tokenizer, width=64)
 
 
 def _avx512bf16() -> bool:
