@@ -79,8 +79,8 @@ def _systems(run: StageRun, best: dict) -> list[tuple[str, str, dict, dict]]:
     for stage in OPTIONAL:
         if stage in run.inputs:
             folder = run.upstream(stage)
-            weights = run.inputs[stage]["outputs"].get("model/model.safetensors", {}).get("sha256")
-            found.append((stage, str(folder / "model"), {"sha256": weights},
+            # the producing stage's manifest hash changes whenever it re-runs (sharded weights included)
+            found.append((stage, str(folder / "model"), {"manifest": run.run.manifest_hash(stage)},
                             json.loads((folder / "prompt.json").read_text())))
     return found
 
