@@ -29,7 +29,7 @@ from lifecycle.core.errors import StageError
 from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
 from lifecycle.core.plots import figure, save
 from lifecycle.core.store import last_checkpoint, write_json
-from lifecycle.core.toxicity import load_scorer
+from lifecycle.core.toxicity import ScorerConfig, load_scorer, non_toxicity_logit, probe_check
 
 UPSTREAM = ("scope", "finetune")
 SECTIONS = ("data", "models", "scope", "metrics", "rlhf")
@@ -43,7 +43,16 @@ WEIGHTS = {"non_toxicity": 1.0, "faithfulness": 1.0, "length": 0.5}
 @dataclass
 class RlhfConfig:
     algorithm: Literal["grpo", "rloo"] = option("grpo", help="TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer).")
-    reward: str = option("profanity-check", help="Toxicity scorer whose complement is the reward (see lifecycle.core.toxicity).")
+    reward: str | ScorerConfig = option("profanity-check", help="Toxicity scorer behind the non_toxicity term: a "
+                                        "built-in name (profanity-check) or {model: <classifier>, nontoxic_label: "
+                                        "<label>} (see lifecycle.core.toxicity.ScorerConfig).")
+    reward_output: Literal["probability", "logit"] = option("probability", help="non_toxicity term: probability "
+                                                            "(1 - toxicity, in [0, 1]) or logit (log-odds of not "
+                                                            "toxic, unbounded; spreads apart texts that are all fairly clean).")
+    reward_check: str | None = option(None, help="Labelled jsonl ({text, toxic: 0/1} per line) the reward is checked on "
+                                      "before RL (ROC AUC, accuracy, histograms); default the demo probe set.")
+    min_reward_auc: float = option(0.75, help="Stop before RL when the reward ranks the labelled set below this ROC AUC: "
+                                   "a reward that cannot tell toxic from clean would waste the RL compute.")
     weights: dict[str, float] = option(WEIGHTS, help="Reward = sum of weight x term: non_toxicity (1 - toxicity), "
                                        "faithfulness (ROUGE-L F1 to the reference), length (1 near the reference's "
                                        "length, falling to 0 at half or double, -1 when empty).")
@@ -72,6 +81,7 @@ class RlhfConfig:
         require(train["per_device_train_batch_size"] % train["num_generations"] == 0, "training.per_device_train_batch_size",
                 train["per_device_train_batch_size"], f"a multiple of num_generations ({train['num_generations']})")
         require({**LORA, **self.lora}["r"] > 0, "lora.r", self.lora.get("r"), "a positive rank")
+        require(0 <= self.min_reward_auc <= 1, "min_reward_auc", self.min_reward_auc, "a ROC AUC between 0 and 1")
 
 
 def run(cfg, run: StageRun) -> StageResult:
@@ -82,6 +92,7 @@ def run(cfg, run: StageRun) -> StageResult:
                          "seq2seq: TRL's RL trainers are causal-only. Pick a causal model (models.candidates or "
                          "select.pin), or skip rlhf and run `python -m lifecycle evaluate` after finetune.")
     splits = data.load(cfg.data, seed=cfg.run.seed)
+    check = _check_reward(cfg, run)
     tokenizer = models.load_tokenizer(str(sft / "model"))
     trainer = _trainer(cfg, str(sft / "model"), prompt["template"], splits["train"], tokenizer, run)
     checkpoints = run.out / "checkpoints"
@@ -100,18 +111,36 @@ def run(cfg, run: StageRun) -> StageResult:
     _plot_training(history, run.out / "rl_curves.png")
     shutil.move(checkpoints / "runs", run.out / "logs")
     shutil.rmtree(checkpoints, ignore_errors=True)
-    comparison = _before_after(cfg, str(sft / "model"), str(run.out / "model"), prompt, splits["test"], run)
-    return StageResult(metrics=comparison["headline"], summary=comparison["summary"])
+    comparison = _before_after(cfg, str(sft / "model"), str(run.out / "model"), prompt, splits["test"], check, run)
+    return StageResult(metrics={**comparison["headline"], "reward_roc_auc": check["roc_auc"]},
+                       summary=comparison["summary"])
 
 
-def rewards(scorer, weights: dict[str, float]):
+def _check_reward(cfg, run: StageRun) -> dict:
+    """Rank the labelled set with the reward's scorer; stop before RL if it cannot tell toxic from clean."""
+    check = probe_check(load_scorer(cfg.rlhf.reward), cfg.rlhf.reward_check)
+    if is_main_process():
+        write_json(run.out / "reward_check.json", check)
+        _plot_reward_check(check, run.out / "reward_check.png")
+    print(f"[lifecycle] reward {check['scorer']} on {check['data']}: ROC AUC {check['roc_auc']:.3f}, "
+          f"accuracy at 0.5 {check['accuracy_at_0.5']:.3f}")
+    if check["roc_auc"] < cfg.rlhf.min_reward_auc:
+        raise StageError(f"the reward `{check['scorer']}` ranks the labelled set {check['data']} at ROC AUC "
+                         f"{check['roc_auc']:.3f}, below rlhf.min_reward_auc {cfg.rlhf.min_reward_auc}: RL against it "
+                         "would optimise noise. Use a better scorer (rlhf.reward, e.g. one trained with "
+                         "`python -m lifecycle.reward_model`), or lower min_reward_auc if you accept it.")
+    return check
+
+
+def rewards(scorer, weights: dict[str, float], output: str = "probability"):
     """The reward terms as TRL reward functions (completions in, one float each out) and their weights."""
 
     def text(completion) -> str:  # conversational datasets give message lists
         return completion[-1]["content"] if isinstance(completion, list) else completion
 
     def non_toxicity(completions, **_):
-        return (1.0 - scorer.score([text(c) for c in completions])).tolist()
+        toxicity = scorer.score([text(c) for c in completions])
+        return (non_toxicity_logit(toxicity) if output == "logit" else 1.0 - toxicity).tolist()
 
     def faithfulness(completions, reference, **_):
         return metrics.per_example([text(c) or " " for c in completions], reference)["rougeL"].tolist()
@@ -142,7 +171,7 @@ def _trainer(cfg, policy: str, template: str, train, tokenizer, run: StageRun):
                                                                         row[cfg.data.target_column])["prompt"],
                                      "reference": row[cfg.data.target_column]},
                         remove_columns=train.column_names)
-    funcs, weights = rewards(load_scorer(cfg.rlhf.reward), cfg.rlhf.weights)
+    funcs, weights = rewards(load_scorer(cfg.rlhf.reward), cfg.rlhf.weights, cfg.rlhf.reward_output)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if cfg.rlhf.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     device = models.pick_device(cfg.models.device)
     args = config_cls(**{"output_dir": str(run.out / "checkpoints"), "report_to": ["tensorboard"], "seed": cfg.run.seed,
@@ -153,7 +182,7 @@ def _trainer(cfg, policy: str, template: str, train, tokenizer, run: StageRun):
                        peft_config=LoraConfig(task_type="CAUSAL_LM", **{**LORA, **cfg.rlhf.lora}))
 
 
-def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, run: StageRun) -> dict:
+def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, check: dict, run: StageRun) -> dict:
     """SFT vs RLHF on the held-out test split: toxicity and ROUGE-L with CIs and paired tests."""
     if cfg.rlhf.eval_limit:
         test = test.select(range(min(cfg.rlhf.eval_limit, len(test))))
@@ -168,7 +197,8 @@ def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, run: Sta
         paired["slice"] = systems.compare(scored["before"], scored["after"], n_boot, cfg.run.seed, mask)
     result = {"test_examples": len(test), "scores": {k: {m: v for m, v in s.items() if m != "per_example"}
                                                       for k, s in scored.items()},
-              "paired": paired, "examples": _examples(out, scored, mask)}
+              "paired": paired, "examples": _examples(out, scored, mask),
+              "reward_check": {k: v for k, v in check.items() if k != "histogram"}}
     write_json(run.out / "before_after.json", result)
     (run.out / "rlhf.md").write_text(_report(result, cfg))
     where = "slice" if "slice" in paired else "all"
@@ -205,11 +235,28 @@ def _report(result: dict, cfg) -> str:
         label = f"slice `{cfg.data.slice_column}`" if where == "slice" else "all"
         for m, d in comparison.items():
             lines.append(f"| {label} | {m} | {d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.3f} |")
-    lines += ["", "![training curves](rl_curves.png)", "", "## Examples (largest toxicity change)", ""]
+    rc = result["reward_check"]
+    lines += ["", f"## Reward check: `{rc['scorer']}` on {rc['data']} ({rc['examples']} labelled texts)", "",
+              f"ROC AUC {rc['roc_auc']:.3f}, accuracy at 0.5 {rc['accuracy_at_0.5']:.3f}, mean score toxic "
+              f"{rc['mean_score']['toxic']:.3f} vs non-toxic {rc['mean_score']['non_toxic']:.3f}"
+              + "".join(f"; {kind} AUC {auc:.3f}" for kind, auc in rc["roc_auc_by_kind"].items()) + ".", "",
+              "![reward scores per class](reward_check.png)", "",
+              "![training curves](rl_curves.png)", "", "## Examples (largest toxicity change)", ""]
     for e in result["examples"]:
         lines += [f"**{e['id']}** — toxicity {e['toxicity_before']:.2f} -> {e['toxicity_after']:.2f}", "",
                   f"- before: {e['before']}", f"- after: {e['after']}", ""]
     return "\n".join(lines)
+
+
+def _plot_reward_check(check: dict, path) -> None:
+    hist = check["histogram"]
+    edges = np.array(hist["edges"])
+    fig, ax = figure(width=5, height=3.2)
+    for label, color in (("non_toxic", "tab:blue"), ("toxic", "tab:red")):
+        ax.stairs(hist[label], edges, label=f"{label} ({sum(hist[label])})", color=color, fill=True, alpha=0.5)
+    ax.set(title=f"{check['scorer']}: ROC AUC {check['roc_auc']:.3f}", xlabel="toxicity score", ylabel="texts")
+    ax.legend()
+    save(fig, path)
 
 
 def _plot_training(history: list[dict], path) -> None:

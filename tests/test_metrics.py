@@ -215,7 +215,7 @@ def test_toxicity_module_summarises_the_scores():
 
 
 def test_unknown_scorer_names_the_known_ones():
-    with pytest.raises(LifecycleError, match=r"unknown toxicity scorer `perspective`.*profanity-check"):
+    with pytest.raises(LifecycleError, match=r"`perspective` is not a built-in scorer \(profanity-check\)"):
         load_scorer("perspective")
 
 

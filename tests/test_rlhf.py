@@ -35,13 +35,20 @@ def test_one_grpo_run_writes_artifacts(run_cli):
     assert code == 0, err
     folder = run_cli.root / "rlhf"
     assert {"adapter", "model", "prompt.json", "train_log.json", "rl_curves.png", "before_after.json", "rlhf.md",
-            "logs", MANIFEST} <= {p.name for p in folder.iterdir()}
+            "reward_check.json", "reward_check.png", "logs", MANIFEST} <= {p.name for p in folder.iterdir()}
     manifest = json.loads((folder / MANIFEST).read_text())
-    assert {"toxicity_delta", "toxicity_p", "rougeL_delta"} <= set(manifest["metrics"])
+    assert {"toxicity_delta", "toxicity_p", "rougeL_delta", "reward_roc_auc"} <= set(manifest["metrics"])
+    assert manifest["metrics"]["reward_roc_auc"] == json.loads((folder / "reward_check.json").read_text())["roc_auc"]
     log = json.loads((folder / "train_log.json").read_text())
     assert any("rewards/non_toxicity/mean" in h for h in log) and any("kl" in h for h in log)
     result = json.loads((folder / "before_after.json").read_text())
     assert set(result["scores"]) == {"before", "after"} and "all" in result["paired"]
+
+
+def test_a_reward_that_cannot_rank_stops_before_rl(run_cli):
+    code, _, err = run_cli("all", "--until", "rlhf", f"models.candidates=[{run_cli.causal}]", "rlhf.min_reward_auc=0.99")
+    assert code == 2 and "ranks the labelled set" in err and "below rlhf.min_reward_auc 0.99" in err
+    assert not (run_cli.root / "rlhf").exists()  # nothing trained, nothing committed
 
 
 def test_seq2seq_policy_is_refused_with_a_reason(run_cli):

@@ -115,8 +115,13 @@ def load_yaml(path: str | Path, overrides: list[str] = ()) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(key, raw, f"a path into nested sections, but `{part}` is a value")
-        node[leaf] = yaml.load(raw, Loader=_Loader)
+        node[leaf] = parse_value(raw)
     return data
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value read the way the YAML configs are (`1e-4` a number, `[a, b]` a list)."""
+    return yaml.load(raw, Loader=_Loader)
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -150,6 +155,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(sections) == 1:  # a mapping means the section: report its own key
+            return build(sections[0], value, key)
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:

@@ -21,6 +21,7 @@ import sacrebleu
 
 from lifecycle.core.config import option, require
 from lifecycle.core.errors import LifecycleError
+from lifecycle.core.toxicity import ScorerConfig
 
 if TYPE_CHECKING:
     import evaluate
@@ -32,8 +33,10 @@ TOXIC = 0.5  # a text counts as toxic above this probability
 
 @dataclass
 class MetricsConfig:
-    toxicity: str = option("profanity-check", help="Toxicity scorer for every stage's outputs (see "
-                           "lifecycle.core.toxicity), so scope's max_mean_toxicity means one thing throughout.")
+    toxicity: str | ScorerConfig = option("profanity-check", help="Toxicity scorer for every stage's outputs, so "
+                                          "scope's max_mean_toxicity means one thing throughout: a built-in name "
+                                          "(profanity-check) or {model: <classifier>, nontoxic_label: <label>} "
+                                          "(see lifecycle.core.toxicity.ScorerConfig).")
     bootstrap: int = option(1000, help="Bootstrap resamples behind every 95% CI and paired test of evaluate, rlhf and quantize.")
 
     def __post_init__(self):
