@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from common import write_results
+from common import gpu_peaks, write_results
 
 
 def main() -> None:
@@ -46,6 +46,11 @@ def main() -> None:
         r["speedup_vs_loop"] = round(r["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
     table = ["| method | new tokens | seconds | tokens/s | speed-up |", "|---|---|---|---|---|"]
     table += [f"| {r['method']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']}x |" for r in rows]
+    if peaks := gpu_peaks():  # at batch 1 every decoded token reads every weight once
+        bound = peaks[1] / model.get_memory_footprint()
+        rows[0]["bandwidth_bound_tokens_per_s"] = round(bound, 1)
+        table += ["", f"Memory-bandwidth bound at batch 1: {bound:,.0f} tokens/s; the loop reaches "
+                  f"{rows[0]['tokens_per_s'] / bound:.1%} of it."]
     write_results("generate", rows, table,
                   f"python benchmarks/bench_generate.py --examples {args.examples} --new-tokens {args.new_tokens} "
                   f"--batch-sizes {' '.join(map(str, args.batch_sizes))} --dtype {args.dtype}",

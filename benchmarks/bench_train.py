@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, write_results
+from common import ROOT, gpu_peaks, mfu, write_results
 
 VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage's trainer
     "plain SFTTrainer (defaults)": [],
@@ -57,8 +57,12 @@ def measure(variant: str, steps: int, overrides: list[str]) -> dict:
     result = trainer.train()
     seconds = result.metrics["train_runtime"]
     args = trainer.args
+    tokens_per_s = trainer.state.num_input_tokens_seen / seconds
+    peaks = gpu_peaks()
+    params = sum(p.numel() for p in trainer.model.parameters())
     return {"variant": variant, "steps": trainer.state.global_step, "tokens": int(trainer.state.num_input_tokens_seen),
-            "seconds": round(seconds, 1), "tokens_per_s": round(trainer.state.num_input_tokens_seen / seconds, 1),
+            "seconds": round(seconds, 1), "tokens_per_s": round(tokens_per_s, 1),
+            "mfu": round(mfu(params, tokens_per_s, peaks[0]), 4) if peaks else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "settings": {"batch_size": args.per_device_train_batch_size, "bf16": args.bf16,
                          "packing": getattr(args, "packing", None), "max_length": getattr(args, "max_length", None)}}
@@ -81,11 +85,11 @@ def main() -> None:
     base = rows[0]["tokens_per_s"]
     for row in rows:
         row["speedup_vs_plain"] = round(row["tokens_per_s"] / base, 2)
-    table = ["| variant | steps | tokens | seconds | tokens/s | speed-up | peak RSS MiB | batch | bf16 | packing |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    table = ["| variant | steps | tokens | seconds | tokens/s | speed-up | MFU (4·N, GPU) | peak RSS MiB | batch | bf16 | "
+             "packing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     table += [f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['seconds']} | {r['tokens_per_s']} | "
-              f"{r['speedup_vs_plain']}x | {r['peak_rss_mb']:,} | {r['settings']['batch_size']} | {r['settings']['bf16']} | "
-              f"{r['settings']['packing']} |" for r in rows]
+              f"{r['speedup_vs_plain']}x | {'-' if r['mfu'] is None else format(r['mfu'], '.1%')} | {r['peak_rss_mb']:,} | "
+              f"{r['settings']['batch_size']} | {r['settings']['bf16']} | {r['settings']['packing']} |" for r in rows]
     write_results("train", rows, table, f"python benchmarks/bench_train.py --steps {args.steps}",
                   "SmolLM2-135M-Instruct (packaged, fp32 weights), demo train split, LoRA r=16 all-linear")
 

@@ -13,6 +13,27 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+# Dense bf16 tensor-core peak (FLOP/s, no sparsity) and memory bandwidth (bytes/s), from NVIDIA's datasheets;
+# matched against torch.cuda.get_device_name in this order.
+GPU_PEAKS = {"H200": (989e12, 4.8e12), "H100 PCIe": (756e12, 2.0e12), "H100": (989e12, 3.35e12),
+             "A100-SXM4-80GB": (312e12, 2.04e12), "A100": (312e12, 1.56e12), "L4": (121e12, 0.3e12)}
+
+
+def gpu_peaks(name: str | None = None) -> tuple[float, float] | None:
+    """(bf16 FLOP/s, bytes/s) of the GPU called `name` (default: this machine's), or None on CPU or an unlisted GPU."""
+    import torch
+
+    if name is None and not torch.cuda.is_available():
+        return None
+    name = name or torch.cuda.get_device_name(0)
+    return next((peaks for key, peaks in GPU_PEAKS.items() if key in name), None)
+
+
+def mfu(params: int, tokens_per_s: float, peak_flops: float, full: bool = False) -> float:
+    """Model FLOPs utilisation: 6·N FLOPs per trained token for full training, 4·N for LoRA (no weight gradients)."""
+    return (6 if full else 4) * params * tokens_per_s / peak_flops
+
+
 def environment() -> dict:
     import torch
 

@@ -109,7 +109,7 @@ def run(cfg, run: StageRun) -> StageResult:
         for name in cfg.quantize.variants:
             quantize_s = build_variant(str(folder / "model"), name, cfg.quantize, cfg.models.dtype, device,
                                        run.out / "variants" / name, gen_config, prompt)
-            rows[name], outputs[name] = _measure(cfg, run.out / "variants" / name, name, device, texts, test, prompt,
+            rows[name], outputs[name] = measure(cfg, run.out / "variants" / name, name, device, texts, test, prompt,
                                                  gen_config, scorer)
             rows[name]["quantize_s"] = quantize_s
     ref = rows["reference"]
@@ -330,7 +330,7 @@ def _smoke_forward(model) -> None:
             model(input_ids=ids)
 
 
-def _measure(cfg, folder: Path, name: str, device: str, texts: list[str], test, prompt: dict, gen_config,
+def measure(cfg, folder: Path, name: str, device: str, texts: list[str], test, prompt: dict, gen_config,
              scorer) -> tuple[dict, list[generate.Generation]]:
     """Every number of one variant, measured on its saved folder reloaded as a deployment would."""
     began = time.perf_counter()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 
 from lifecycle.core import models
 from lifecycle.core.config import build, option, parse_value, require
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core.errors import ConfigError, LifecycleError
 from lifecycle.core.store import sha256_file, write_json
 from lifecycle.core.toxicity import ScorerConfig, SequenceClassifier, load_labelled, probe_check
 
@@ -147,11 +148,16 @@ def _auc(scorer, rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lifecycle.reward_model", description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(RewardModelConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, help=f.metadata["help"])
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, help=f.metadata["help"],
+                            required=f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
     text = {"data", "out", "base"}  # paths and names stay strings ("1e-4.jsonl" is a file name, not a number)
     values = {k: v if k in text else parse_value(v) for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     try:
         report = train(build(RewardModelConfig, values))
+    except ConfigError as err:
+        print(f"error: --{err.key.replace('_', '-')} {json.dumps(err.value)} is not allowed; expected {err.allowed}.",
+              file=sys.stderr)
+        return 2
     except LifecycleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -177,9 +177,17 @@ def load_labelled(path: str | None) -> list[dict]:
     file = Path(path) if path else DEMO_DIR / "toxicity_probe.jsonl"
     if not file.is_file():
         raise ModelError(f"the labelled toxicity set `{file}` does not exist. Give a jsonl file with one "
-                         '{"text": ..., "toxic": 0 or 1} per line, or leave it unset for the demo probe set.')
-    rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-    bad = [i for i, r in enumerate(rows, 1) if not isinstance(r.get("text"), str) or r.get("toxic") not in (0, 1)]
+                         '{"text": ..., "toxic": 0 or 1} per line.')
+    rows, bad = [], []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            row = {}
+        if row is not None:
+            rows.append(row)
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or row.get("toxic") not in (0, 1):
+                bad.append(number)
     if bad or len({r["toxic"] for r in rows}) < 2:
         raise ModelError(f"the labelled toxicity set `{file}` needs a string `text` and a `toxic` of 0 or 1 on every "
                          f"line, and both classes; {'lines ' + str(bad[:5]) + ' are not like that' if bad else 'it has one class only'}. "

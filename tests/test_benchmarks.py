@@ -1,0 +1,23 @@
+"""The arithmetic behind the GPU benchmark figures, checked against the figure issue 9
+quotes for plain PEFT LoRA on an H100 (1.24B parameters, about 33,000 tokens/s = 16.6% MFU)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from common import GPU_PEAKS, gpu_peaks, mfu  # noqa: E402
+
+
+def test_lora_mfu_matches_the_quoted_h100_figure():
+    assert mfu(1.24e9, 33_000, GPU_PEAKS["H100"][0]) == pytest.approx(0.166, abs=0.001)
+    assert mfu(1.24e9, 33_000, GPU_PEAKS["H100"][0], full=True) == pytest.approx(1.5 * 0.1655, abs=0.001)
+
+
+def test_gpu_names_find_their_peaks():
+    assert gpu_peaks("NVIDIA H100 PCIe") == GPU_PEAKS["H100 PCIe"]  # not the SXM entry it also contains
+    assert gpu_peaks("NVIDIA H100 80GB HBM3") == GPU_PEAKS["H100"]
+    assert gpu_peaks("NVIDIA H200") == (989e12, 4.8e12)
+    assert gpu_peaks("Tesla T4") is None
