@@ -13,12 +13,13 @@ import time
 
 import torch
 
-from common import gpu_peaks, write_results
+from common import CACHE, SHAPES, gpu_peaks, random_model, write_results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="SmolLM2-135M-Instruct")
+    parser.add_argument("--shape", choices=SHAPES, help="a randomly initialised model of this real shape instead of --model")
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
@@ -28,7 +29,8 @@ def main() -> None:
     from lifecycle.core import data, generate, models, prompts
     from lifecycle.core.config import build
 
-    path = models.resolve(args.model)
+    path = random_model(args.shape, CACHE / args.shape) if args.shape else models.resolve(args.model)
+    what = f"randomly initialised {args.shape}-shaped model" if args.shape else args.model
     model, tokenizer = models.load_model(path, "auto", args.dtype), models.load_tokenizer(path)
     val = data.load(build(data.DataConfig, {}))["validation"].select(range(args.examples))
     texts, _ = prompts.format_prompts(tokenizer, prompts.TEMPLATES["summarize"], list(val["dialogue"]))
@@ -51,10 +53,11 @@ def main() -> None:
         rows[0]["bandwidth_bound_tokens_per_s"] = round(bound, 1)
         table += ["", f"Memory-bandwidth bound at batch 1: {bound:,.0f} tokens/s; the loop reaches "
                   f"{rows[0]['tokens_per_s'] / bound:.1%} of it."]
-    write_results("generate", rows, table,
+    write_results(f"generate-{args.shape}" if args.shape else "generate", rows, table,
                   f"python benchmarks/bench_generate.py --examples {args.examples} --new-tokens {args.new_tokens} "
-                  f"--batch-sizes {' '.join(map(str, args.batch_sizes))} --dtype {args.dtype}",
-                  f"{args.model} ({args.dtype}, device {model.device}), {args.examples} demo validation dialogues, "
+                  f"--batch-sizes {' '.join(map(str, args.batch_sizes))} --dtype {args.dtype}"
+                  + (f" --shape {args.shape}" if args.shape else ""),
+                  f"{what} ({args.dtype}, device {model.device}), {args.examples} demo validation dialogues, "
                   f"`summarize` template with the chat template, greedy, exactly {args.new_tokens} new tokens each")
 
 

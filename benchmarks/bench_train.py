@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, gpu_peaks, mfu, write_results
+from common import CACHE, ROOT, SHAPES, gpu_peaks, mfu, random_model, write_results
 
 VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage's trainer
     "plain SFTTrainer (defaults)": [],
@@ -27,14 +27,14 @@ VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage
 }
 
 
-def measure(variant: str, steps: int, overrides: list[str]) -> dict:
+def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
     """One training run in this process; returns its throughput and memory."""
     from lifecycle.config import load
     from lifecycle.core import data, models
     from lifecycle.core.prompts import TEMPLATES
     from lifecycle import finetune
 
-    cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"finetune.training.max_steps={steps}",
+    cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"finetune.training.max_steps={steps}", f"models.candidates=[{model}]",
                                                         "finetune.training.eval_strategy=no", *overrides])
     path = models.resolve(cfg.models.candidates[0])
     tokenizer = models.load_tokenizer(path)
@@ -71,14 +71,17 @@ def measure(variant: str, steps: int, overrides: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct", help="model reference to train")
+    parser.add_argument("--shape", choices=SHAPES, help="train a randomly initialised model of this real shape instead")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
+    model = random_model(args.shape, CACHE / args.shape) if args.shape else args.model
     if args.variant:
-        print("RESULT " + json.dumps(measure(args.variant, args.steps, VARIANTS[args.variant])))
+        print("RESULT " + json.dumps(measure(args.variant, args.steps, model, VARIANTS[args.variant])))
         return
     rows = []
     for variant in VARIANTS:
-        done = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--variant", variant],
+        done = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--model", model, "--variant", variant],
                               capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.split("RESULT ", 1)[1]))
         print(rows[-1], flush=True)
@@ -90,8 +93,11 @@ def main() -> None:
     table += [f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['seconds']} | {r['tokens_per_s']} | "
               f"{r['speedup_vs_plain']}x | {'-' if r['mfu'] is None else format(r['mfu'], '.1%')} | {r['peak_rss_mb']:,} | "
               f"{r['settings']['batch_size']} | {r['settings']['bf16']} | {r['settings']['packing']} |" for r in rows]
-    write_results("train", rows, table, f"python benchmarks/bench_train.py --steps {args.steps}",
-                  "SmolLM2-135M-Instruct (packaged, fp32 weights), demo train split, LoRA r=16 all-linear")
+    which = f"--shape {args.shape}" if args.shape else f"--model {args.model}"
+    what = f"randomly initialised {args.shape}-shaped model (bf16 weights)" if args.shape else args.model
+    write_results(f"train-{args.shape}" if args.shape else "train", rows, table,
+                  f"python benchmarks/bench_train.py --steps {args.steps} {which}",
+                  f"{what}, demo train split, LoRA r=16 all-linear")
 
 
 if __name__ == "__main__":

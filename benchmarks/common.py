@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+CACHE = Path.home() / ".cache" / "lifecycle" / "bench"  # randomly initialised models of real shapes
 
 
 # Dense bf16 tensor-core peak (FLOP/s, no sparsity) and memory bandwidth (bytes/s), from NVIDIA's datasheets;
@@ -32,6 +33,47 @@ def gpu_peaks(name: str | None = None) -> tuple[float, float] | None:
 def mfu(params: int, tokens_per_s: float, peak_flops: float, full: bool = False) -> float:
     """Model FLOPs utilisation: 6·N FLOPs per trained token for full training, 4·N for LoRA (no weight gradients)."""
     return (6 if full else 4) * params * tokens_per_s / peak_flops
+
+
+# Randomly initialised models of real shapes, for throughput on GPUs (no weights to download):
+# the architecture fields of each model's config.json on the hub.
+SHAPES = {
+    "smollm2-360m": {"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+                     "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152,
+                     "tie_word_embeddings": True, "rope_theta": 100000.0},
+    "qwen2.5-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                     "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+                     "tie_word_embeddings": True, "rope_theta": 1000000.0},
+    "llama-3.2-1b": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                     "tie_word_embeddings": True, "rope_theta": 500000.0},
+}
+
+
+def shape_config(shape: str):
+    from transformers import AutoConfig
+
+    fields = dict(SHAPES[shape])
+    return AutoConfig.for_model(fields.pop("model_type"), max_position_embeddings=4096, **fields)
+
+
+def random_model(shape: str, folder: Path, tokenizer_from: str = "SmolLM2-135M-Instruct") -> str:
+    """Save a randomly initialised `shape` model (bf16) with the packaged SmolLM2 tokenizer, whose
+    ids fit every shape's vocabulary; returns the folder for `--model`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lifecycle.core import models
+
+    if not (folder / "config.json").is_file():
+        tokenizer = models.load_tokenizer(models.resolve(tokenizer_from))
+        config = shape_config(shape)
+        config.bos_token_id, config.eos_token_id, config.pad_token_id = (
+            tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def environment() -> dict:

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from common import GPU_PEAKS, gpu_peaks, mfu  # noqa: E402
+from common import GPU_PEAKS, gpu_peaks, mfu, shape_config  # noqa: E402
 
 
 def test_lora_mfu_matches_the_quoted_h100_figure():
@@ -21,3 +21,14 @@ def test_gpu_names_find_their_peaks():
     assert gpu_peaks("NVIDIA H100 80GB HBM3") == GPU_PEAKS["H100"]
     assert gpu_peaks("NVIDIA H200") == (989e12, 4.8e12)
     assert gpu_peaks("Tesla T4") is None
+
+
+@pytest.mark.parametrize("shape, params", [("smollm2-360m", 361.8e6), ("qwen2.5-0.5b", 494.0e6),
+                                           ("llama-3.2-1b", 1235.8e6)])
+def test_random_shapes_have_the_named_models_parameter_counts(shape, params):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):  # shapes only, no memory
+        model = AutoModelForCausalLM.from_config(shape_config(shape))
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.002)
