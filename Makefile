@@ -50,6 +50,8 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_rl.py
+	$(PY) benchmarks/bench_quantize.py
 
 clean:
 	rm -rf runs .pytest_cache
