@@ -17,7 +17,7 @@ from pathlib import Path
 from common import ROOT, write_results
 
 VARIANTS = [("reference", "float32"), ("reference", "bfloat16"), ("int8", "float32"), ("nf4", "float32"),
-            ("nf4-nodq", "float32")]  # (quantize variant, dtype of what is not quantized)
+            ("nf4-nodq", "float32"), ("nf4", "bfloat16")]  # (quantize variant, dtype of what is not quantized)
 
 
 def main() -> None:
@@ -29,10 +29,11 @@ def main() -> None:
     from lifecycle import quantize
     from lifecycle.config import load
     from lifecycle.core import data, models
+    from lifecycle.core.prompts import TEMPLATES
     from lifecycle.core.toxicity import load_scorer
 
     path = models.resolve(args.model)
-    prompt = {"template": "summarize", "shot_examples": [], "generation": {"do_sample": False, "max_new_tokens": 64}}
+    prompt = {"template": TEMPLATES["summarize"], "shot_examples": [], "generation": {"do_sample": False, "max_new_tokens": 64}}
     rows = []
     for name, dtype in VARIANTS:
         cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"models.dtype={dtype}", f"quantize.limit={args.examples}"])
@@ -50,7 +51,7 @@ def main() -> None:
                      "rougeL": round(row["scores"]["rougeL"]["value"], 3)})
         print(rows[-1], flush=True)
     fp32, bf16 = rows[0]["memory_mb"], rows[1]["memory_mb"]
-    table = ["| variant | compute dtype | weight MiB | vs fp32 | vs bf16 | tokens/s (batch 8) | ms/token (batch 1) | "
+    table = ["| variant | dtype of the rest | weight MiB | vs fp32 | vs bf16 | tokens/s (batch 8) | ms/token (batch 1) | "
              f"ROUGE-L ({args.examples} test) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         r["vs_fp32"], r["vs_bf16"] = round(r["memory_mb"] / fp32, 3), round(r["memory_mb"] / bf16, 3)

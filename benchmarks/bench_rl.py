@@ -24,8 +24,8 @@ from types import SimpleNamespace
 from common import ROOT, write_results
 
 VARIANTS = {  # name -> overrides of configs/offline.yaml's rlhf options
-    "one generation batch per step (TRL default)": [],
-    "one generation batch per 2 steps": ["rlhf.training.generation_batch_size=16"],
+    "one generation batch per step (TRL default)": ["rlhf.training.generation_batch_size=8"],
+    "one generation batch per 2 steps (offline recipe)": ["rlhf.training.generation_batch_size=16"],
 }
 
 
@@ -37,8 +37,12 @@ def measure(variant: str, steps: int, overrides: list[str]) -> dict:
     from lifecycle.core import data, models
     from lifecycle.core.prompts import TEMPLATES
 
-    seconds = defaultdict(float)
-    profiling.ProfilingContext._log_metrics = lambda self, duration: seconds.__setitem__(self.name, seconds[self.name] + duration)
+    seconds = defaultdict(float)  # block name (without the "GRPOTrainer." prefix) -> total seconds
+
+    def record(context, duration: float) -> None:
+        seconds[context.name.split(".", 1)[-1]] += duration
+
+    profiling.ProfilingContext._log_metrics = record
     cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"rlhf.training.max_steps={steps}", "rlhf.training.save_steps=1000",
                                                         "rlhf.training.per_device_train_batch_size=8", *overrides])
     sft = ROOT / "runs" / "offline-default" / "finetune" / "model"
