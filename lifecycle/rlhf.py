@@ -53,7 +53,7 @@ class RlhfConfig:
                                       "before RL (ROC AUC, accuracy, histograms); default the demo probe set.")
     min_reward_auc: float = option(0.75, help="Stop before RL when the reward ranks the labelled set below this ROC AUC: "
                                    "a reward that cannot tell toxic from clean would waste the RL compute.")
-    weights: dict[str, float] = option(WEIGHTS, help="Reward = sum of weight x term: non_toxicity (1 - toxicity), "
+    weights: dict[str, float] = option(WEIGHTS, help="Reward = sum of weight x term: non_toxicity (see reward_output), "
                                        "faithfulness (ROUGE-L F1 to the reference), length (1 near the reference's "
                                        "length, falling to 0 at half or double, -1 when empty).")
     prompts: Literal["all", "slice"] = option("slice", help="Train on every train prompt, or only the data's slice "
