@@ -75,6 +75,7 @@ def train(cfg: RewardModelConfig) -> dict:
     shutil.rmtree(partial, ignore_errors=True)
     history = _fit(cfg, train_rows, partial)
     scorer = SequenceClassifier(ScorerConfig(model=str(partial), nontoxic_label=LABELS[0], max_length=cfg.max_length))
+    scorer.name = str(out)  # where it will be used from, not the partial folder it is checked in
     report = {"base": cfg.base, "data": {"path": cfg.data, "sha256": sha256_file(Path(cfg.data)),
                                          "train": len(train_rows), "holdout": len(held)},
               "options": dataclasses.asdict(cfg), "labels": LABELS, "train_loss": history,

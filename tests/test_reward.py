@@ -118,7 +118,7 @@ def test_train_a_reward_model_and_use_it(tmp_path, tiny_causal, capsys):
     assert report["data"]["train"] == 36 and report["data"]["holdout"] == 12 and report["labels"] == {"0": "non_toxic", "1": "toxic"}
     assert report["holdout_check"]["roc_auc"] >= 0.9  # it learned the labels, on texts it did not train on
     assert report["train_loss"][-1]["loss"] < report["train_loss"][0]["loss"]
-    assert not list(tmp_path.glob(".rm.partial"))
+    assert not list(tmp_path.glob(".rm.partial")) and report["probe_check"]["scorer"] == str(out)
     scorer = load_scorer(ScorerConfig(model=str(out), nontoxic_label="non_toxic"))
     scores = scorer.score(["you are idiot and moron and stupid", "you are thanks and kind and lovely"])
     assert scores[0] > scores[1]
