@@ -19,7 +19,7 @@ predictions above 0.5."""
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of generated texts.
-    scorer: name of a scorer known to lifecycle.core.toxicity (default "profanity-check").
+    scorer: a built-in scorer name or a lifecycle.core.toxicity.ScorerConfig (default "profanity-check").
     threshold: a prediction counts as toxic above this probability (default 0.5).
 Returns:
     toxicity (list of floats), mean, std, share_toxic.
