@@ -14,7 +14,8 @@ save, so `--out` is a plain save_pretrained folder with the labels `non_toxic` a
       reward: {model: models/toxicity-rm, nontoxic_label: non_toxic}
 
 `--out` also gets `reward_model.json`: the data (path, sha256, counts), the options,
-and the ROC AUC on held-out labels and on the demo probe set.
+and the ROC AUC on held-out labels (with profanity-check's on the same texts, the
+baseline) and on the demo probe set.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from lifecycle.core import models
 from lifecycle.core.config import build, option, parse_value, require
 from lifecycle.core.errors import ConfigError, LifecycleError
 from lifecycle.core.store import sha256_file, write_json
-from lifecycle.core.toxicity import ScorerConfig, SequenceClassifier, load_labelled, probe_check
+from lifecycle.core.toxicity import ScorerConfig, SequenceClassifier, load_labelled, load_scorer, probe_check, ranking
 
 LABELS = {0: "non_toxic", 1: "toxic"}
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
@@ -74,12 +75,16 @@ def train(cfg: RewardModelConfig) -> dict:
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     history = _fit(cfg, train_rows, partial)
+    # Checked as saved (reloaded from disk, as the rlhf stage will load it), against profanity-check on the same texts.
     scorer = SequenceClassifier(ScorerConfig(model=str(partial), nontoxic_label=LABELS[0], max_length=cfg.max_length))
     scorer.name = str(out)  # where it will be used from, not the partial folder it is checked in
+    labels, texts = np.array([int(r["toxic"]) for r in held]), [r["text"] for r in held]
     report = {"base": cfg.base, "data": {"path": cfg.data, "sha256": sha256_file(Path(cfg.data)),
                                          "train": len(train_rows), "holdout": len(held)},
               "options": dataclasses.asdict(cfg), "labels": LABELS, "train_loss": history,
-              "holdout_check": _auc(scorer, held), "probe_check": probe_check(scorer)}
+              "holdout_check": ranking(labels, scorer.score(texts)),
+              "holdout_baseline": {"scorer": "profanity-check", **ranking(labels, load_scorer("profanity-check").score(texts))},
+              "probe_check": probe_check(scorer)}
     report["probe_check"].pop("histogram")
     write_json(partial / "reward_model.json", report)
     partial.rename(out)
@@ -111,9 +116,7 @@ def _fit(cfg: RewardModelConfig, rows: list[dict], folder: Path) -> list[dict]:
                               TrainingArguments)
 
     path = models.resolve(cfg.base)
-    tokenizer = models.load_tokenizer(path)
-    if tokenizer.pad_token is None:  # decoder backbones: pad with EOS; the head reads the last real token
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = models.load_tokenizer(path)  # pads with EOS where the backbone has no pad token
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -137,15 +140,6 @@ def _fit(cfg: RewardModelConfig, rows: list[dict], folder: Path) -> list[dict]:
     return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
 
 
-def _auc(scorer, rows: list[dict]) -> dict:
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.array([int(r["toxic"]) for r in rows])
-    scores = scorer.score([r["text"] for r in rows])
-    return {"examples": len(rows), "roc_auc": round(float(roc_auc_score(labels, scores)), 3),
-            "accuracy_at_0.5": round(float(((scores > 0.5) == labels).mean()), 3)}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lifecycle.reward_model", description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(RewardModelConfig):
@@ -163,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[lifecycle] reward model written to {values['out']}: held-out ROC AUC "
-          f"{report['holdout_check']['roc_auc']:.3f}, demo probe ROC AUC {report['probe_check']['roc_auc']:.3f}")
+          f"{report['holdout_check']['roc_auc']:.3f} (profanity-check {report['holdout_baseline']['roc_auc']:.3f}), "
+          f"demo probe ROC AUC {report['probe_check']['roc_auc']:.3f}")
     return 0
 
 

@@ -117,6 +117,7 @@ def test_train_a_reward_model_and_use_it(tmp_path, tiny_causal, capsys):
     report = json.loads((out / "reward_model.json").read_text())
     assert report["data"]["train"] == 36 and report["data"]["holdout"] == 12 and report["labels"] == {"0": "non_toxic", "1": "toxic"}
     assert report["holdout_check"]["roc_auc"] >= 0.9  # it learned the labels, on texts it did not train on
+    assert report["holdout_baseline"]["scorer"] == "profanity-check" and report["holdout_baseline"]["examples"] == 12
     assert report["train_loss"][-1]["loss"] < report["train_loss"][0]["loss"]
     assert not list(tmp_path.glob(".rm.partial")) and report["probe_check"]["scorer"] == str(out)
     scorer = load_scorer(ScorerConfig(model=str(out), nontoxic_label="non_toxic"))

@@ -77,7 +77,7 @@ class SequenceClassifier:
 
     def __init__(self, cfg: ScorerConfig):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         from lifecycle.core import models
 
@@ -88,7 +88,6 @@ class SequenceClassifier:
                              "nontoxic_label: nothate}`). Name a built-in scorer, or add the label.")
         path = models.resolve(cfg.model)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise ModelError(f"could not load the toxicity classifier `{cfg.model}` ({str(err).splitlines()[0]}). "
@@ -98,9 +97,8 @@ class SequenceClassifier:
         if cfg.nontoxic_label not in labels:
             raise ModelError(f"the toxicity classifier `{cfg.model}` has no label `{cfg.nontoxic_label}`; its labels "
                              f"are {sorted(labels)}. Set nontoxic_label to the one that means not toxic.")
-        if self.tokenizer.pad_token is None:  # decoder backbones: pad with EOS; the head reads the last real token
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.tokenizer = models.load_tokenizer(path)  # pads with EOS where the tokenizer has no pad token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id  # so the head reads each text's last real token
         self.device = models.pick_device("auto")
         self.model.to(self.device).eval()
         self.name, self.cfg, self.nontoxic = cfg.model, cfg, labels[cfg.nontoxic_label]
@@ -147,8 +145,6 @@ def probe_check(scorer: ToxicityScorer, path: str | None = None) -> dict:
 
         python -c "from lifecycle.core.toxicity import *; print(probe_check(load_scorer('profanity-check')))"
     """
-    from sklearn.metrics import roc_auc_score
-
     rows = load_labelled(path)
     labels = np.array([int(r["toxic"]) for r in rows])
     scores = scorer.score([r["text"] for r in rows])
@@ -158,16 +154,23 @@ def probe_check(scorer: ToxicityScorer, path: str | None = None) -> dict:
         pick = np.array([(r["toxic"] == 0 and r.get("kind") == negative) or (r["toxic"] == 1 and r.get("kind") == positive)
                          for r in rows])
         if pick.any() and len(set(labels[pick])) == 2:
-            by_kind[name] = round(float(roc_auc_score(labels[pick], scores[pick])), 3)
+            by_kind[name] = ranking(labels[pick], scores[pick])["roc_auc"]
     edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
-    return {"scorer": scorer.name, "data": str(path or "demo probe set"), "examples": len(rows),
-            "roc_auc": round(float(roc_auc_score(labels, scores)), 3),
-            "accuracy_at_0.5": round(float(((scores > 0.5) == labels).mean()), 3), "roc_auc_by_kind": by_kind,
+    return {"scorer": scorer.name, "data": str(path or "demo probe set"), **ranking(labels, scores),
+            "roc_auc_by_kind": by_kind,
             "mean_score": {"toxic": round(float(scores[labels == 1].mean()), 3),
                            "non_toxic": round(float(scores[labels == 0].mean()), 3)},
             "histogram": {"edges": edges.round(2).tolist(),
                           "toxic": np.histogram(scores[labels == 1], edges)[0].tolist(),
                           "non_toxic": np.histogram(scores[labels == 0], edges)[0].tolist()}}
+
+
+def ranking(labels: np.ndarray, scores: np.ndarray) -> dict:
+    """How well `scores` rank the toxic (1) above the clean (0): ROC AUC, and accuracy at 0.5."""
+    from sklearn.metrics import roc_auc_score
+
+    return {"examples": len(labels), "roc_auc": round(float(roc_auc_score(labels, scores)), 3),
+            "accuracy_at_0.5": round(float(((scores > 0.5) == labels).mean()), 3)}
 
 
 def load_labelled(path: str | None) -> list[dict]:
