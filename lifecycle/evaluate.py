@@ -104,10 +104,6 @@ def _criteria(system: dict, criteria: dict) -> dict:
             "max_mean_toxicity": system["scores"]["toxicity_mean"]["value"] <= criteria["max_mean_toxicity"]}
 
 
-def _ci(est: dict, digits: int = 3) -> str:
-    return f"{est['value']:.{digits}f} [{est['low']:.{digits}f}, {est['high']:.{digits}f}]"
-
-
 def _report(results: dict, outputs: dict[str, list[generate.Generation]], test, cfg) -> str:
     lines = [f"# Evaluation on the test split ({len(test)} examples)", "",
              "| system | ROUGE-1 | ROUGE-2 | ROUGE-L [95% CI] | ROUGE-Lsum | chrF | BLEU | toxicity mean [95% CI] | share toxic | tokens/s | criteria |",
@@ -115,20 +111,20 @@ def _report(results: dict, outputs: dict[str, list[generate.Generation]], test, 
     for name, s in results.items():
         sc = s["scores"]
         verdict = ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in s["criteria"].items())
-        lines.append(f"| {name} | {sc['rouge1']['value']:.3f} | {sc['rouge2']['value']:.3f} | {_ci(sc['rougeL'])} | "
+        lines.append(f"| {name} | {sc['rouge1']['value']:.3f} | {sc['rouge2']['value']:.3f} | {systems.show_ci(sc['rougeL'])} | "
                      f"{sc['rougeLsum']['value']:.3f} | {sc['chrf']['value']:.1f} | {sc['bleu']['value']:.1f} | "
-                     f"{_ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {s['tokens_per_s']:.1f} | {verdict} |")
+                     f"{systems.show_ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {s['tokens_per_s']:.1f} | {verdict} |")
     compared = {n: s for n, s in results.items() if s["vs_base"]}
     if compared:
         lines += ["", "## Paired comparison with the base model (same examples, paired bootstrap)", "",
                   "| system | metric | change [95% CI] | p-value |", "|---|---|---|---|"]
         for name, s in compared.items():
             for m, d in s["vs_base"].items():
-                lines.append(f"| {name} | {m} | {d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.3f} |")
+                lines.append(f"| {name} | {m} | {systems.show_change(d)} | {d['p_value']:.3f} |")
     if all("slice" in s for s in results.values()):
         lines += ["", f"## Slice `{cfg.data.slice_column}` (rows where it is true)", "",
                   "| system | rows | ROUGE-L [95% CI] | toxicity mean [95% CI] |", "|---|---|---|---|"]
-        lines += [f"| {n} | {s['slice']['rows']} | {_ci(s['slice']['rougeL'])} | {_ci(s['slice']['toxicity'])} |"
+        lines += [f"| {n} | {s['slice']['rows']} | {systems.show_ci(s['slice']['rougeL'])} | {systems.show_ci(s['slice']['toxicity'])} |"
                   for n, s in results.items()]
     lines += ["", "![metrics](metrics.png)", "", "![toxicity](toxicity.png)", "", "## Examples", ""]
     for i in range(min(cfg.evaluate.examples, len(test))):

@@ -433,12 +433,8 @@ def _base_model(manifest: dict) -> str | None:
     return None
 
 
-def _ci(est: dict, digits: int = 3) -> str:
-    return f"{est['value']:.{digits}f} [{est['low']:.{digits}f}, {est['high']:.{digits}f}]"
-
-
 def _delta(d: dict) -> str:
-    return f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (p {d['p_value']:.2f})" if d else "-"
+    return f"{systems.show_change(d)} (p {d['p_value']:.2f})" if d else "-"
 
 
 def _how_to_load(path: Path, seq2seq: bool) -> list[str]:
@@ -471,7 +467,7 @@ def _card(name: str, row: dict, lineage: dict, decision: dict, path: Path) -> st
              "ROUGE-L [95% CI] | Δ ROUGE-L vs reference | toxicity mean |",
              "|---|---|---|---|---|---|---|---|",
              f"| {row['memory_mb']:.2f} | {row['disk_mb']:.2f} | {row['load_s']:.2f} | {row['latency_ms_per_token']:.1f} | "
-             f"{row['tokens_per_s']:.1f} | {_ci(sc['rougeL'])} | {_delta(row['vs_reference'].get('rougeL', {}))} | "
+             f"{row['tokens_per_s']:.1f} | {systems.show_ci(sc['rougeL'])} | {_delta(row['vs_reference'].get('rougeL', {}))} | "
              f"{sc['toxicity_mean']['value']:.3f} |", "", f"Deployment: {verdict}.", "",
              "## How to load", "", "```python",
              *_how_to_load(path, row["seq2seq"]), "```", "",
@@ -496,7 +492,7 @@ def _report(rows: dict, outputs: dict, decision: dict, criteria: dict, lineage: 
                                                               if name in decision["failures"] else "meets criteria")
         lines.append(f"| {name} | {r['quantization']} | {r['memory_mb']:.2f} ({r['memory_ratio']:.2f}) | "
                      f"{r['disk_mb']:.2f} | {r['load_s']:.2f} | {r['latency_ms_per_token']:.1f} | {r['tokens_per_s']:.1f} | "
-                     f"{_ci(sc['rougeL'])} | {_delta(vs.get('rougeL', {}))} | {_ci(sc['toxicity_mean'])} | "
+                     f"{systems.show_ci(sc['rougeL'])} | {_delta(vs.get('rougeL', {}))} | {systems.show_ci(sc['toxicity_mean'])} | "
                      f"{_delta(vs.get('toxicity', {}))} | {mark} |")
     lines += ["", "Weight memory is `get_memory_footprint()` of the loaded model (parameters and buffers). bitsandbytes "
               "keeps the 4-bit scales (absmax, double-quant state) outside those, so they show only in the disk "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -25,13 +24,10 @@ from pathlib import Path
 
 from lifecycle.core import pipeline
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.store import Run
+from lifecycle.core.store import Run, write_text
 
-# The whole lifecycle of DESIGN.md. pipeline.STAGES are the stages this version can run;
-# the others are listed as not available yet, so a reader sees what is still to come.
-LIFECYCLE = ("scope", "select", "prompt", "finetune", "rlhf", "evaluate", "quantize")
 RESULTS = {"evaluate": "Evaluation on the test split", "quantize": "Quantization trade-off"}
-NOT_RUN = ("missing", "interrupted", "not available")
+NOT_RUN = ("missing", "interrupted")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
 _HEADING = re.compile(r"^(#{1,6})(\s)")
 
@@ -39,27 +35,18 @@ _HEADING = re.compile(r"^(#{1,6})(\s)")
 @dataclass
 class StageInfo:
     stage: str
-    state: str  # a pipeline.Status state, or "not available" for a stage this version lacks
+    state: str  # a pipeline.Status state
     reason: str
     manifest: dict | None
     folder: Path
 
 
-def stages() -> list[str]:
-    """The lifecycle's stages in order: the ones this version runs and the ones still to come."""
-    return [*LIFECYCLE, *(s for s in pipeline.STAGES if s not in LIFECYCLE)]
-
-
 def collect(cfg) -> list[StageInfo]:
     run = Run(cfg.run)
     infos = []
-    for stage in stages():
-        if stage in pipeline.STAGES:
-            state = pipeline.status(cfg, stage)
-            infos.append(StageInfo(stage, state.state, state.reason, state.manifest, run.dir(stage)))
-        else:
-            infos.append(StageInfo(stage, "not available", "not part of this version of lifecycle yet", None,
-                                   run.dir(stage)))
+    for stage in pipeline.STAGES:
+        state = pipeline.status(cfg, stage)
+        infos.append(StageInfo(stage, state.state, state.reason, state.manifest, run.dir(stage)))
     return infos
 
 
@@ -73,8 +60,8 @@ def write(cfg, config_path: str | None = None) -> tuple[Path, Path]:
     config_path = config_path or _config_from_manifests(infos)
     text = build(cfg, infos, config_path)
     md_path, html_path = run.root / "report.md", run.root / "report.html"
-    _write(md_path, text)
-    _write(html_path, to_html(text, run.root, title=f"lifecycle run {cfg.run.name}"))
+    write_text(md_path, text)
+    write_text(html_path, to_html(text, run.root, title=f"lifecycle run {cfg.run.name}"))
     return md_path, html_path
 
 
@@ -91,9 +78,7 @@ def build(cfg, infos: list[StageInfo], config_path: str) -> str:
              lineage(cfg, infos, links=True), "",
              "## Results", ""]
     for stage, title in RESULTS.items():
-        info = next((i for i in infos if i.stage == stage), None)
-        if info is None:
-            continue
+        info = next(i for i in infos if i.stage == stage)
         heading, summary = _summary_of(info)
         if summary:
             lines += [f"### {heading or title}", "", *summary, "",
@@ -130,12 +115,12 @@ def show(cfg, stage: str) -> None:
     if not manifest or manifest.get("status") != "completed":
         display(Markdown(f"*`{stage}` has not completed in {folder.parent}, so there is nothing to show yet.*"))
         return
-    state = pipeline.status(cfg, stage) if stage in pipeline.STAGES else None
+    state = pipeline.status(cfg, stage)
     metrics = [f"| {k} | {_cell(_value(v))} |" for k, v in (manifest.get("metrics") or {}).items()]
-    display(Markdown(f"`{folder}`: **{state.state if state else manifest['status']}**"
-                     + (f" ({state.reason})" if state and state.reason else "")
-                     + (", finished " + _when(manifest.get("finished_at")) + ". Headline metrics:\n\n"
-                        "| metric | value |\n|---|---|\n" + "\n".join(metrics) if metrics else ".")))
+    head = (f"`{folder}`: **{state.state}**" + (f" ({state.reason})" if state.reason else "")
+            + ", finished " + _when(manifest.get("finished_at")))
+    display(Markdown(head + (". Headline metrics:\n\n| metric | value |\n|---|---|\n" + "\n".join(metrics)
+                             if metrics else ".")))
     shown = set()
     for doc in sorted(folder.glob("*.md")):
         text = _demote(doc.read_text(), 1)
@@ -174,7 +159,7 @@ def _overview(infos: list[StageInfo], config_path: str) -> list[str]:
     done = [i.stage for i in infos if i.state == "up to date"]
     lines = [f"**{len(done)} of {len(infos)} stages up to date**" + (f": {', '.join(done)}." if done else "."), ""]
     for label, states in (("Stale (re-run with `python -m lifecycle all`)", ("stale",)), ("Failed", ("failed",)),
-                          ("Not run yet", ("missing", "interrupted")), ("Not available in this version", ("not available",))):
+                          ("Not run yet", ("missing", "interrupted"))):
         picked = [i for i in infos if i.state in states]
         if picked:
             lines += [f"- {label}: " + ", ".join(f"{i.stage} ({i.reason})" if i.state in ("stale", "failed")
@@ -187,9 +172,6 @@ def _overview(infos: list[StageInfo], config_path: str) -> list[str]:
 
 def _stage_section(info: StageInfo, config_path: str) -> list[str]:
     m = info.manifest
-    if info.state == "not available":
-        return [f"*Not available in this version of lifecycle yet* (`lifecycle/{info.stage}.py` is not a stage of "
-                "the pipeline). It will appear here once it is."]
     if info.state in ("missing", "interrupted"):
         note = " A partial folder is there: it was interrupted (or is running now), and re-running resumes it." \
             if info.state == "interrupted" else ""
@@ -300,20 +282,13 @@ def _data_uri(path: Path) -> str:
 
 def _badges(match: re.Match) -> str:
     cell = match.group(1)
-    state = re.match(r"(up to date|stale|failed|interrupted|not run yet|not available)\b", cell)
+    state = re.match(r"(up to date|stale|failed|interrupted|not run yet)\b", cell)
     if state:
         kind = {"up to date": "ok", "stale": "warn", "interrupted": "warn", "failed": "bad"}.get(state.group(1), "off")
         cell = f'<span class="badge {kind}">{state.group(1)}</span>{cell[state.end():]}'
     cell = re.sub(r"\bpass\b", '<span class="badge ok">pass</span>', cell)
     cell = re.sub(r"\bFAIL\b", '<span class="badge bad">FAIL</span>', cell)
     return f"<td>{cell}</td>"
-
-
-def _write(path: Path, text: str) -> None:
-    """Write atomically: a reader sees the old report or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 _PAGE = """<!DOCTYPE html>

@@ -206,8 +206,8 @@ def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, check: d
     headline = {"toxicity_delta": round(tox["delta"], 4), "toxicity_p": tox["p_value"], "toxicity_on": where,
                 "rougeL_delta": round(rouge["delta"], 4), "rougeL_delta_low": round(rouge["low"], 4),
                 "rougeL_delta_high": round(rouge["high"], 4)}
-    summary = (f"toxicity ({where}) {tox['delta']:+.3f} [{tox['low']:+.3f}, {tox['high']:+.3f}] p={tox['p_value']:.3f}; "
-               f"ROUGE-L {rouge['delta']:+.3f} [{rouge['low']:+.3f}, {rouge['high']:+.3f}]")
+    summary = (f"toxicity ({where}) {systems.show_change(tox)} p={tox['p_value']:.3f}; "
+               f"ROUGE-L {systems.show_change(rouge)}")
     return {"headline": headline, "summary": summary}
 
 
@@ -221,20 +221,17 @@ def _examples(out: dict, scored: dict, mask, n: int = 4) -> list[dict]:
 
 
 def _report(result: dict, cfg) -> str:
-    def ci(d):
-        return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
-
     lines = [f"# RLHF before/after on the test split ({result['test_examples']} examples)", "",
              "| model | toxicity mean | share toxic | ROUGE-L |", "|---|---|---|---|"]
     for name, s in result["scores"].items():
         sc = s["scores"]
-        lines.append(f"| {name} | {ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {ci(sc['rougeL'])} |")
+        lines.append(f"| {name} | {systems.show_ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {systems.show_ci(sc['rougeL'])} |")
     lines += ["", "## Paired change (after - before), paired bootstrap", "", "| examples | metric | change [95% CI] | p-value |",
               "|---|---|---|---|"]
     for where, comparison in result["paired"].items():
         label = f"slice `{cfg.data.slice_column}`" if where == "slice" else "all"
         for m, d in comparison.items():
-            lines.append(f"| {label} | {m} | {d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.3f} |")
+            lines.append(f"| {label} | {m} | {systems.show_change(d)} | {d['p_value']:.3f} |")
     rc = result["reward_check"]
     lines += ["", f"## Reward check: `{rc['scorer']}` on {rc['data']} ({rc['examples']} labelled texts)", "",
               f"ROC AUC {rc['roc_auc']:.3f}, accuracy at 0.5 {rc['accuracy_at_0.5']:.3f}, mean score toxic "

@@ -183,8 +183,6 @@ def test_lifecycle_ends_in_a_measured_deployable_variant(run_cli, tiny_causal_64
     assert deployable["variant"] == smallest and deployable["path"] == str(folder / "variants" / smallest)
     check = deployable["pipeline_check"]
     assert check["ok"] and check["loader"] == 'pipeline("text-generation")' and isinstance(check["summary"], str)
-    assert check["measured_prediction"] == json.loads((folder / "quantize.json").read_text())["deployable"][
-        "pipeline_check"]["measured_prediction"]
     metrics = json.loads((folder / MANIFEST).read_text())["metrics"]
     assert metrics["deployable"] == smallest and metrics["deployable_summary"] == check["summary"]
     assert metrics["nf4_memory_ratio"] == rows["nf4"]["memory_ratio"] and "int8_rougeL_delta" in metrics

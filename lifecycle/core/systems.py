@@ -14,7 +14,8 @@ PAIRED = ("rougeL", "toxicity")  # the per-example scores systems are compared o
 
 def predict(cfg, path: str, prompt: dict, split, batch_size: int, desc: str, model=None) -> list[generate.Generation]:
     """Generate for every row of `split` with `prompt` (template, shot_examples, generation)."""
-    model = model or models.load_model(path, cfg.models.device, cfg.models.dtype)
+    if model is None:
+        model = models.load_model(path, cfg.models.device, cfg.models.dtype)
     tokenizer = models.load_tokenizer(path)
     gen_config = generate.generation_config(prompt["generation"], "prompt generation")
     texts, _ = prompts.format_prompts(tokenizer, prompt["template"], list(split[cfg.data.input_column]),
@@ -46,3 +47,13 @@ def compare(base: dict, other: dict, n_boot: int, seed: int, mask: np.ndarray | 
     pick = slice(None) if mask is None else mask
     return {m: metrics.paired_bootstrap(np.array(base["per_example"][m])[pick], np.array(other["per_example"][m])[pick],
                                         n_boot, seed) for m in PAIRED}
+
+
+def show_ci(est: dict) -> str:
+    """An estimate as reports print it: `value [low, high]`."""
+    return f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]"
+
+
+def show_change(d: dict) -> str:
+    """A paired change as reports print it: `+delta [+low, +high]`."""
+    return f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
