@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lifecycle.core import data, models, prompts
-from lifecycle.core.config import option, require
+from lifecycle.core.config import CHECK_ONLY, check_types, library_object, option, require
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
 from lifecycle.core.plots import figure, save
@@ -41,9 +41,10 @@ class FinetuneConfig:
     method: Literal["lora", "qlora", "full"] = option("lora", help="lora: train low-rank adapters; qlora: the same on a "
                                                       "4-bit NF4 base (GPU, bitsandbytes); full: train every weight (for comparison).")
     lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options (r, lora_alpha, lora_dropout, target_modules: "
-                                  "a list of module names or `all-linear`).")
+                                  "a list of module names or `all-linear`), merged onto these defaults.")
     training: dict[str, Any] = option(TRAINING, help="trl.SFTConfig options (transformers TrainingArguments plus "
-                                      "packing, max_length, ...); seq2seq models use the TrainingArguments part.")
+                                      "packing, max_length, ...), merged onto these defaults; seq2seq models use "
+                                      "the TrainingArguments part.")
     early_stopping_patience: int | None = option(None, help="Stop after this many evaluations without a lower eval "
                                                  "loss (needs an eval_strategy); null trains for the full schedule.")
 
@@ -60,15 +61,28 @@ class FinetuneConfig:
             require(key in sft_keys and key not in {"output_dir", "seed"}, f"training.{key}", self.training[key],
                     "a trl.SFTConfig option such as learning_rate, num_train_epochs, per_device_train_batch_size "
                     "(output_dir and seed come from the run)")
-        lora, train = {**LORA, **self.lora}, self.training
-        require(isinstance(lora["r"], int) and lora["r"] > 0, "lora.r", lora["r"], "a positive rank such as 8, 16 or 32")
-        require(lora.get("lora_alpha", 1) > 0, "lora.lora_alpha", lora.get("lora_alpha"), "a positive scaling")
-        require(0 <= lora.get("lora_dropout", 0) < 1, "lora.lora_dropout", lora.get("lora_dropout"), "a probability in [0, 1)")
-        require(train.get("learning_rate", 1) > 0, "training.learning_rate", train.get("learning_rate"), "a positive learning rate")
-        for key in ("num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
-            require(train.get(key, 1) > 0, f"training.{key}", train.get(key), "a positive number")
+        # Types first (`learning_rate: abc`), so the range checks below compare numbers.
+        lora, train = check_types(LoraConfig, self.lora, "lora"), check_types(SFTConfig, self.training, "training")
+        require(isinstance(lora.get("r"), int) and lora["r"] > 0, "lora.r", lora.get("r"), "a positive rank such as 8, 16 or 32")
+        require(lora.get("lora_alpha") is None or lora["lora_alpha"] > 0, "lora.lora_alpha", lora.get("lora_alpha"),
+                "a positive scaling")
+        require(lora.get("lora_dropout") is None or 0 <= lora["lora_dropout"] < 1, "lora.lora_dropout",
+                lora.get("lora_dropout"), "a probability in [0, 1)")
+        for key in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
+            require(train.get(key) is None or train[key] > 0, f"training.{key}", train.get(key), "a positive number")
         require(self.early_stopping_patience is None or self.early_stopping_patience > 0, "early_stopping_patience",
                 self.early_stopping_patience, "a positive number of evaluations or null")
+        # The libraries' own checks, now rather than after the upstream stages and the model load.
+        library_object(LoraConfig, self.lora, "lora")
+        library_object(SFTConfig, self.trainer_options(), "training", **CHECK_ONLY)
+
+    def trainer_options(self) -> dict[str, Any]:
+        """The `training` options plus what early stopping needs (the best checkpoint, saved at each evaluation)."""
+        options = dict(self.training)
+        if self.early_stopping_patience:
+            options |= {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss",
+                        "save_strategy": options.get("eval_strategy", "epoch")}
+        return options
 
 
 def run(cfg, run: StageRun) -> StageResult:
@@ -118,10 +132,7 @@ def _training_args(cfg, out: Path, cls):
     options = {"output_dir": str(out / "checkpoints"), "report_to": ["tensorboard"], "seed": cfg.run.seed,
                "use_cpu": device == "cpu", "bf16": models.train_in_bf16(cfg.models.dtype, device),
                "include_num_input_tokens_seen": "non_padding",
-               **{k: v for k, v in cfg.finetune.training.items() if k in allowed}}
-    if cfg.finetune.early_stopping_patience:
-        options |= {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss",
-                    "save_strategy": options.get("eval_strategy", "epoch")}
+               **{k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed}}
     return cls(**options)
 
 
@@ -182,7 +193,7 @@ def _load_for_training(cfg, selection):
 def _lora(cfg, task_type: str):
     from peft import LoraConfig
 
-    return None if cfg.finetune.method == "full" else LoraConfig(task_type=task_type, **{**LORA, **cfg.finetune.lora})
+    return None if cfg.finetune.method == "full" else LoraConfig(task_type=task_type, **cfg.finetune.lora)
 
 
 def _callbacks(cfg) -> list:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lifecycle.core import data, generate, models, prompts, systems
-from lifecycle.core.config import option, require
+from lifecycle.core.config import library_object, option, require
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.pipeline import StageResult, StageRun
 from lifecycle.core.plots import figure, save
@@ -88,6 +88,9 @@ class QuantizeConfig:
         require(self.batch_size > 0, "batch_size", self.batch_size, "a positive batch size")
         require(self.latency_examples > 0, "latency_examples", self.latency_examples, "at least one example")
         require(self.examples >= 0, "examples", self.examples, "zero or more")
+        for name in self.variants:  # BitsAndBytesConfig's own checks of the extra options, under each variant
+            if VARIANTS[name]:
+                library_object(BitsAndBytesConfig, {**self.bitsandbytes, **VARIANTS[name]}, "bitsandbytes")
 
 
 def run(cfg, run: StageRun) -> StageResult:

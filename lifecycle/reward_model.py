@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from lifecycle.core import models
-from lifecycle.core.config import build, option, parse_value, require
+from lifecycle.core.config import build, library_object, option, parse_value, require
 from lifecycle.core.errors import ConfigError, LifecycleError
 from lifecycle.core.store import sha256_file, write_json
 from lifecycle.core.toxicity import ScorerConfig, SequenceClassifier, load_labelled, load_scorer, probe_check, ranking
@@ -52,7 +52,7 @@ class RewardModelConfig:
     learning_rate: float = option(2e-4, help="AdamW learning rate (LoRA adapters and the head).")
     batch_size: int = option(16, help="Texts per training step.")
     max_length: int = option(96, help="Tokens of each text trained on; longer texts are truncated.")
-    lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options of the backbone's adapters.")
+    lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options of the backbone's adapters, merged onto these defaults.")
     device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps.")
     seed: int = option(42, help="Seed of the held-out split and of training.")
 
@@ -62,6 +62,9 @@ class RewardModelConfig:
         require(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive learning rate")
         require(self.batch_size > 0, "batch_size", self.batch_size, "a positive batch size")
         require(self.max_length > 0, "max_length", self.max_length, "a positive number of tokens")
+        from peft import LoraConfig
+
+        library_object(LoraConfig, self.lora, "lora")  # PEFT's own checks at the command line, not after the model load
 
 
 def train(cfg: RewardModelConfig) -> dict:
@@ -120,7 +123,7 @@ def _fit(cfg: RewardModelConfig, rows: list[dict], folder: Path) -> list[dict]:
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **{**LORA, **cfg.lora}))
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **cfg.lora))
     dataset = Dataset.from_list([{"text": r["text"], "label": int(r["toxic"])} for r in rows]).map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=cfg.max_length), batched=True,
         remove_columns=["text"])

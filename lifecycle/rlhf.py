@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lifecycle.core import data, metrics, models, prompts, systems
-from lifecycle.core.config import option, require
+from lifecycle.core.config import CHECK_ONLY, check_types, library_object, option, require
 from lifecycle.core.errors import StageError
 from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
 from lifecycle.core.plots import figure, save
@@ -58,14 +58,19 @@ class RlhfConfig:
                                        "length, falling to 0 at half or double, -1 when empty).")
     prompts: Literal["all", "slice"] = option("slice", help="Train on every train prompt, or only the data's slice "
                                               "(data.slice_column, the demo's heated dialogues), where the toxicity is.")
-    lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options of the RL adapter.")
-    training: dict[str, Any] = option(TRAINING, help="trl.GRPOConfig / RLOOConfig options (beta is the KL coefficient).")
+    lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options of the RL adapter, merged onto these defaults.")
+    training: dict[str, Any] = option(TRAINING, help="trl.GRPOConfig / RLOOConfig options (beta is the KL coefficient), "
+                                      "merged onto these defaults.")
     eval_limit: int | None = option(None, help="Test examples for the before/after comparison (default: all).")
     batch_size: int = option(8, help="Prompts generated together for the before/after comparison.")
 
     def __post_init__(self):
+        from peft import LoraConfig
         from trl import GRPOConfig, RLOOConfig
 
+        for key in self.lora:
+            require(key in {f.name for f in dataclasses.fields(LoraConfig)}, f"lora.{key}", self.lora[key],
+                    "a peft.LoraConfig option such as r, lora_alpha, lora_dropout or target_modules")
         for term in self.weights:
             require(term in WEIGHTS, f"weights.{term}", self.weights[term], f"one of the reward terms {list(WEIGHTS)}")
         cls = GRPOConfig if self.algorithm == "grpo" else RLOOConfig
@@ -73,15 +78,22 @@ class RlhfConfig:
         for key in self.training:
             require(key in known and key not in {"output_dir", "seed"}, f"training.{key}", self.training[key],
                     f"a trl.{cls.__name__} option such as beta, num_generations, learning_rate, max_steps")
-        train = {**TRAINING, **self.training}
-        require(train.get("beta", 0) >= 0, "training.beta", train.get("beta"), "a KL coefficient >= 0")
-        require(train["learning_rate"] > 0, "training.learning_rate", train["learning_rate"], "a positive learning rate")
-        require(train["num_generations"] >= 2, "training.num_generations", train["num_generations"],
+        # Types first (`learning_rate: abc`), so the range checks below compare numbers.
+        train = check_types(cls, self.training, "training")
+        require(train.get("beta") is None or train["beta"] >= 0, "training.beta", train.get("beta"), "a KL coefficient >= 0")
+        require(train.get("learning_rate") is None or train["learning_rate"] > 0, "training.learning_rate",
+                train.get("learning_rate"), "a positive learning rate")
+        generations, batch = train.get("num_generations") or 2, train.get("per_device_train_batch_size") or 8
+        require(generations >= 2, "training.num_generations", generations,
                 "at least 2 samples per prompt (group-relative advantages need a group)")
-        require(train["per_device_train_batch_size"] % train["num_generations"] == 0, "training.per_device_train_batch_size",
-                train["per_device_train_batch_size"], f"a multiple of num_generations ({train['num_generations']})")
-        require({**LORA, **self.lora}["r"] > 0, "lora.r", self.lora.get("r"), "a positive rank")
+        require(batch % generations == 0, "training.per_device_train_batch_size", batch,
+                f"a multiple of num_generations ({generations})")
+        lora = check_types(LoraConfig, self.lora, "lora")
+        require(isinstance(lora.get("r"), int) and lora["r"] > 0, "lora.r", lora.get("r"), "a positive rank")
         require(0 <= self.min_reward_auc <= 1, "min_reward_auc", self.min_reward_auc, "a ROC AUC between 0 and 1")
+        # The libraries' own checks, now rather than after finetune and the policy load.
+        library_object(LoraConfig, self.lora, "lora")
+        library_object(cls, self.training, "training", **CHECK_ONLY)
 
 
 def run(cfg, run: StageRun) -> StageResult:
@@ -176,10 +188,10 @@ def _trainer(cfg, policy: str, template: str, train, tokenizer, run: StageRun):
     device = models.pick_device(cfg.models.device)
     args = config_cls(**{"output_dir": str(run.out / "checkpoints"), "report_to": ["tensorboard"], "seed": cfg.run.seed,
                          "use_cpu": device == "cpu", "bf16": models.train_in_bf16(cfg.models.dtype, device),
-                         "reward_weights": weights, **TRAINING, **cfg.rlhf.training})
+                         "reward_weights": weights, **cfg.rlhf.training})
     model = models.load_model(policy, device, cfg.models.dtype).train()
     return trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
-                       peft_config=LoraConfig(task_type="CAUSAL_LM", **{**LORA, **cfg.rlhf.lora}))
+                       peft_config=LoraConfig(task_type="CAUSAL_LM", **cfg.rlhf.lora))
 
 
 def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, check: dict, run: StageRun) -> dict:

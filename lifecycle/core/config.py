@@ -5,12 +5,19 @@ turns plain dicts into those dataclasses, rejecting unknown keys and wrong types
 with a message that names the key, the value and what is allowed. Value checks
 that need more than a type live in each dataclass's `__post_init__` and raise
 `ConfigError` with the field name; `build` prefixes the section path.
+
+One merge rule for every mapping option with a default (`finetune.lora`,
+`finetune.training`, `rlhf.weights`, ...): the mapping given in the YAML or on the
+command line is merged onto the default, key by key, so the field holds the
+complete options and nothing downstream merges again. A key set to null passes
+null to the library (its "unset" value).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -53,6 +60,7 @@ def build(cls: type, data: Any, path: str = "") -> Any:
             near = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean `{_join(path, near[0])}`?)" if near else ""
             raise ConfigError(_join(path, key), data[key], f"a known key{hint}; `{path or 'the root'}` takes {sorted(fields)}", unknown=True)
+    data = _merge_defaults(cls, data, hints)
     kwargs = {key: _coerce(hints[key], value, _join(path, key)) for key, value in data.items()}
     try:
         return cls(**kwargs)
@@ -62,6 +70,100 @@ def build(cls: type, data: Any, path: str = "") -> Any:
         if "required positional argument" not in str(err):
             raise
         raise ConfigError(path or "<root>", data, f"all required keys ({err})") from None
+
+
+def _merge_defaults(cls: type, data: dict, hints: dict) -> dict:
+    """Mapping options merged onto their defaults: giving `training: {max_steps: 4}` keeps the other
+    documented training defaults instead of silently replacing them all."""
+    merged = dict(data)
+    for key, default in mapping_defaults(cls, hints).items():
+        if isinstance(data.get(key), dict):
+            merged[key] = {**default, **data[key]}
+    return merged
+
+
+def mapping_defaults(cls: type, hints: dict | None = None) -> dict[str, dict]:
+    """The non-empty mapping defaults of `cls`'s fields (only those are built: sections are not)."""
+    hints = hints or typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        is_mapping = typing.get_origin(tp) is dict or any(typing.get_origin(a) is dict for a in typing.get_args(tp))
+        if is_mapping and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+            if isinstance(default, dict) and default:
+                out[f.name] = default
+    return out
+
+
+def library_object(cls: type, options: dict[str, Any], key: str, **fixed: Any) -> Any:
+    """Build a library's own config object (`LoraConfig`, `SFTConfig`, ...) from pass-through
+    `options`, so a bad value fails at config load with the key, not minutes later inside the
+    trainer. Plain number/flag fields are type-checked first (the libraries do not)."""
+    import warnings
+
+    checked = check_types(cls, options, key)
+    library = f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+    if hasattr(cls, "_setup_devices"):
+        cls = _without_devices(cls)
+    try:
+        with warnings.catch_warnings():  # deprecation notes are repeated when the real object is built
+            warnings.simplefilter("ignore")
+            return cls(**{**checked, **fixed})
+    except (TypeError, ValueError, KeyError) as err:
+        said = " ".join(str(err).split())
+        named = [name for name in options if re.search(rf"\b{re.escape(name)}\b", said)]
+        if not named:  # messages like "cosin is not a valid SchedulerType" name the value, not the key
+            named = [name for name, value in options.items() if isinstance(value, (str, int, float))
+                     and not isinstance(value, bool) and re.search(rf"(?<!\w){re.escape(str(value))}(?!\w)", said)]
+        where = _join(key, named[0]) if len(named) == 1 else key
+        value = options[named[0]] if len(named) == 1 else options
+        raise ConfigError(where, value, f"a value {library} accepts; it says: {said[:400]}") from None
+
+
+def check_types(cls: type, options: dict[str, Any], key: str) -> dict[str, Any]:
+    """`options` with the library's plain number/flag fields checked (`learning_rate: abc` is a
+    ConfigError here, not a TypeError inside the optimizer); ints given for floats become floats."""
+    hints = _library_hints(cls)
+    return {name: _coerce(hints[name], value, _join(key, name)) if name in hints else value
+            for name, value in options.items()}
+
+
+@functools.cache
+def _without_devices(cls: type) -> type:
+    """A TrainingArguments subclass that validates without setting up devices: the real one
+    creates accelerate's process state (and a process group under `accelerate launch`) in
+    `__post_init__`, which a config check must not do. Checked as one CPU process."""
+    import torch
+
+    return type(f"Checked{cls.__name__}", (cls,), {"device": property(lambda self: torch.device("cpu")),
+                                                   "world_size": property(lambda self: 1),
+                                                   "n_gpu": property(lambda self: 0)})
+
+
+# What a TrainingArguments-like object is checked with at config load: a scratch output_dir (never
+# created), one CPU process, no report integrations; the run sets the real ones when it trains.
+CHECK_ONLY = {"output_dir": "lifecycle-config-check", "use_cpu": True, "report_to": "none"}
+
+
+@functools.cache
+def _library_hints(cls: type) -> dict[str, Any]:
+    """The fields of a library dataclass typed only with numbers, flags, strings and lists of them."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # a library annotation that does not resolve: check nothing rather than fail
+        return {}
+    return {name: tp for name, tp in hints.items() if _plain(tp)}
+
+
+def _plain(tp: Any) -> bool:
+    """A type `_coerce` checks exactly; enum-or-string, dict and callable fields are left to the library."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return all(a is type(None) or _plain(a) for a in args)
+    if origin is list:
+        return len(args) == 1 and args[0] in (int, float, str)
+    return tp in (int, float, bool, str)
 
 
 def to_dict(obj: Any) -> Any:
@@ -128,6 +230,7 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, default, help) rows for every option, for `--help` listings."""
     rows = []
     hints = typing.get_type_hints(cls)
+    merged = mapping_defaults(cls, hints)
     for f in dataclasses.fields(cls):
         key = _join(prefix, f.name)
         if dataclasses.is_dataclass(hints[f.name]):
@@ -135,7 +238,8 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = "required" if default is dataclasses.MISSING else json.dumps(default, default=str)
-        rows.append((key, shown, f.metadata.get("help", "")))
+        note = " Merged onto this default: the keys you give replace only those keys." if f.name in merged else ""
+        rows.append((key, shown, f.metadata.get("help", "") + note))
     return rows
 
 
