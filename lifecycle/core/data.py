@@ -120,9 +120,12 @@ def _load_raw(cfg: DataConfig):
                         f"e.g. data.data_files={{train: data/train.{path}}}.")
     if data_files:
         for split, pattern in data_files.items():
-            if not glob.glob(os.path.expanduser(pattern)):
+            files = glob.glob(os.path.expanduser(pattern))
+            if not files:
                 raise DataError(f"data.data_files.{split} = `{pattern}` matches no file. Fix the path (relative "
                                 f"paths start from the folder you run the command in: {Path.cwd()}).")
+            for file in files:
+                _check_not_empty(Path(file), "data.path" if cfg.data_files is None else f"data.data_files.{split}")
     try:
         return load_dataset(path, name=cfg.name, data_files=data_files)
     except Exception as err:  # datasets raises many types (hub, parsing, casting)
@@ -131,13 +134,26 @@ def _load_raw(cfg: DataConfig):
                         "row has the same fields.") from None
 
 
+def _check_not_empty(file: Path, key: str) -> None:
+    """An empty file is a clear error here; `datasets` would fail on it with a bare `StopIteration`."""
+    if file.is_file() and not file.read_bytes()[:4096].strip():
+        raise DataError(f"{key}: the file `{file}` is empty (no rows). Fill it with one example per row "
+                        "(jsonl: one JSON object per line), or point the option to the right file.")
+
+
 def _carve_holdout(raw, cfg: DataConfig, seed: int):
     if cfg.holdout == 0 or cfg.train_split not in raw:
         return raw
     rest = raw[cfg.train_split]
     for split in (cfg.validation_split, cfg.test_split):
         if split not in raw:
-            parts = rest.train_test_split(test_size=cfg.holdout, seed=seed)
+            try:
+                parts = rest.train_test_split(test_size=cfg.holdout, seed=seed)
+            except ValueError:  # datasets: "the resulting train set will be empty", and the like
+                raise DataError(f"data.holdout={cfg.holdout} cannot carve split `{split}` out of the {len(rest)} "
+                                f"row(s) left in split `{cfg.train_split}` of `{cfg.path}`: every carved split "
+                                "needs at least one row and train must keep one (3 rows at the least). Add rows, "
+                                "or give the missing splits as files with data.data_files.") from None
             rest, raw[split] = parts["train"], parts["test"]
     raw[cfg.train_split] = rest
     return raw
