@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
+from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from lifecycle.core import pipeline
@@ -42,22 +44,47 @@ def main(argv: list[str] | None = None) -> int:
         from lifecycle.config import load
 
         cfg = load(args.config, args.overrides)
+        how = pipeline.Invocation(args.config, tuple(args.overrides))
         if args.command == "status":
-            return _status(cfg, args.config)
+            return _status(cfg, how)
         if args.command == "report":
-            return _report(cfg, args.config)
+            return _report(cfg, how)
         if args.command == "all":
             stages = pipeline.STAGES[: pipeline.STAGES.index(args.until) + 1] if args.until else pipeline.STAGES
         else:
             stages = [args.command]
-        for stage in stages:
-            pipeline.execute(cfg, stage, args.config, force=args.force)
-        if args.command == "all" and tuple(stages) == tuple(pipeline.STAGES) and pipeline.is_main_process():
-            _report(cfg, args.config)
-        return 0
+        return _run(cfg, how, stages, args)
     except LifecycleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\n[lifecycle] interrupted. Nothing half-written is kept as a result: run the same command to "
+              "continue (finetune and rlhf resume from their last checkpoint, other stages start again).",
+              file=sys.stderr)
+        return 130
+
+
+def _run(cfg, how, stages, args) -> int:
+    """Run the stages in order, holding the run. An optional stage that fails (only ever consumed
+    optionally, like rlhf) is reported and the chain goes on without it; the exit status says so."""
+    from lifecycle.core.store import Run
+
+    failures = []
+    with Run(cfg.run).lock(how.command(args.command)) if pipeline.is_main_process() else nullcontext():
+        for stage in stages:
+            try:
+                pipeline.execute(cfg, stage, how, force=args.force)
+            except Exception as err:
+                if args.command != "all" or not pipeline.optional_only(stage) or isinstance(err, pipeline.RunBusy):
+                    raise
+                failures.append(stage)
+                if not isinstance(err, LifecycleError):
+                    traceback.print_exc()
+                print(f"error: {err}\n[lifecycle] {stage} failed; the stages after it go on without it "
+                      f"(fix it and run `{how.command(stage)}`).", file=sys.stderr)
+        if args.command == "all" and tuple(stages) == tuple(pipeline.STAGES) and pipeline.is_main_process():
+            _report(cfg, how)
+    return 2 if failures else 0
 
 
 def stage_main(stage: str, argv: list[str] | None = None) -> int:
@@ -72,24 +99,25 @@ def _options() -> int:
     return 0
 
 
-def _report(cfg, config_path: str) -> int:
+def _report(cfg, how) -> int:
     from lifecycle import report
 
-    md, html = report.write(cfg, config_path)
+    md, html = report.write(cfg, how)
     print(f"[lifecycle] run report: {md} and {html}")
     return 0
 
 
-def _status(cfg, config_path: str) -> int:
+def _status(cfg, how) -> int:
     from lifecycle.core.store import Run
 
-    print(f"run {Run(cfg.run).root}  (config {config_path})")
+    print(f"run {Run(cfg.run).root}  (config {how.config})")
     print(f"{'stage':<10} {'status':<12} {'finished':<26} {'age':>8}  next step")
+    memo: dict = {}
     for stage in pipeline.STAGES:
-        state = pipeline.status(cfg, stage)
+        state = pipeline.status(cfg, stage, memo)
         finished = (state.manifest or {}).get("finished_at", "-")
         age = _age(finished) if state.manifest else "-"
-        step = "-" if state.state == "up to date" else f"{state.reason}: {pipeline.command(stage, config_path)}"
+        step = {"up to date": "-", "skipped": state.reason}.get(state.state, f"{state.reason}: {how.command(stage)}")
         print(f"{stage:<10} {state.state:<12} {finished:<26} {age:>8}  {step}")
     return 0
 

@@ -29,6 +29,8 @@ from lifecycle.core.store import last_checkpoint, write_json
 
 UPSTREAM = ("scope", "select", "prompt")
 SECTIONS = ("data", "models", "scope", "finetune")
+RESUMABLE = True  # checkpoints in the working folder: a killed run continues from the last complete one
+DISTRIBUTED = True  # under `accelerate launch` every process trains
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 TRAINING = {"num_train_epochs": 2, "learning_rate": 2e-4, "per_device_train_batch_size": 8,
             "gradient_accumulation_steps": 1, "lr_scheduler_type": "cosine", "warmup_steps": 5,
@@ -97,9 +99,11 @@ def run(cfg, run: StageRun) -> StageResult:
         print(f"[finetune] resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
     trainable, total = _parameter_counts(trainer.model)
+    # Every process saves through the trainer: under FSDP or ZeRO-3 that gathers the shards.
+    trainer.save_model(str(run.out / ("model" if cfg.finetune.method == "full" else "adapter")))
     if not is_main_process():
         return StageResult(metrics={})
-    _save(trainer, tokenizer, cfg, selection, run)
+    _save(tokenizer, cfg, selection, run)
     prompt = {"template": best["template"], "shots": 0, "shot_examples": [], "generation": best["generation"]}
     write_json(run.out / "prompt.json", prompt)  # the prompt this model was trained for; evaluate uses it
     history = trainer.state.log_history
@@ -185,9 +189,13 @@ def _load_for_training(cfg, selection):
     if not device.startswith("cuda"):
         raise ConfigError("finetune.method", "qlora", "lora or full on this machine: QLoRA's 4-bit base needs a CUDA "
                           "GPU with bitsandbytes; on CPU use method=lora")
+    from accelerate import PartialState
+
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=dtype)
-    return cls.from_pretrained(selection["path"], quantization_config=quant, dtype=dtype)
+    # One whole copy of the 4-bit base per process, on that process's GPU (DDP; QLoRA does not shard).
+    return cls.from_pretrained(selection["path"], quantization_config=quant, dtype=dtype,
+                               device_map={"": PartialState().local_process_index})
 
 
 def _lora(cfg, task_type: str):
@@ -208,13 +216,10 @@ def _parameter_counts(model) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def _save(trainer, tokenizer, cfg, selection, run: StageRun) -> None:
-    """adapter/ (PEFT format) for LoRA, and always model/ (plain weights, adapter merged in):
-    rlhf, evaluate and quantize all load model/ with a plain `from_pretrained`."""
-    if cfg.finetune.method == "full":
-        trainer.model.save_pretrained(run.out / "model")
-    else:
-        trainer.model.save_pretrained(run.out / "adapter")
+def _save(tokenizer, cfg, selection, run: StageRun) -> None:
+    """Next to what the trainer saved (adapter/ in PEFT format for LoRA, model/ for full): always
+    model/ with the adapter merged in, which rlhf, evaluate and quantize load with a plain `from_pretrained`."""
+    if cfg.finetune.method != "full":
         tokenizer.save_pretrained(run.out / "adapter")
         merge_adapter(selection["path"], run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
     tokenizer.save_pretrained(run.out / "model")

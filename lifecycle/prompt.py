@@ -101,7 +101,8 @@ def run(cfg, run: StageRun) -> StageResult:
         metrics={"best_template": best.template, "best_shots": best.shots, "best_generation": best.generation,
                  cfg.prompt.metric: best.scores[cfg.prompt.metric]["value"], "trials": len(first) + len(second) - 1},
         summary=f"best: template `{best.template}`, {best.shots}-shot, {best.generation} -> "
-                f"{cfg.prompt.metric} {best.scores[cfg.prompt.metric]['value']:.3f}")
+                f"{cfg.prompt.metric} {best.scores[cfg.prompt.metric]['value']:.3f}",
+        decision=chosen)
 
 
 def _shot_pool(train, cfg) -> list[tuple[str, str, str]]:

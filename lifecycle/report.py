@@ -43,9 +43,9 @@ class StageInfo:
 
 def collect(cfg) -> list[StageInfo]:
     run = Run(cfg.run)
-    infos = []
+    infos, memo = [], {}
     for stage in pipeline.STAGES:
-        state = pipeline.status(cfg, stage)
+        state = pipeline.status(cfg, stage, memo)
         infos.append(StageInfo(stage, state.state, state.reason, state.manifest, run.dir(stage)))
     return infos
 
@@ -68,7 +68,7 @@ def write(cfg, config_path: str | None = None) -> tuple[Path, Path]:
 def build(cfg, infos: list[StageInfo], config_path: str) -> str:
     """The report as markdown, with plot links relative to the run folder."""
     lines = [f"# Run report: {cfg.run.name}", "",
-             f"Task: **{cfg.scope.task}**. Run folder `{Run(cfg.run).root}`, config `{config_path}`, "
+             f"Task: **{cfg.scope.task}**. Run folder `{Run(cfg.run).root}`, config `{pipeline.invocation(config_path).config}`, "
              f"report written {_when(datetime.now(timezone.utc).isoformat(timespec='seconds'))}.", "",
              *_overview(infos, config_path), "",
              "## Lineage", "",
@@ -159,10 +159,11 @@ def _overview(infos: list[StageInfo], config_path: str) -> list[str]:
     done = [i.stage for i in infos if i.state == "up to date"]
     lines = [f"**{len(done)} of {len(infos)} stages up to date**" + (f": {', '.join(done)}." if done else "."), ""]
     for label, states in (("Stale (re-run with `python -m lifecycle all`)", ("stale",)), ("Failed", ("failed",)),
+                          ("Skipped", ("skipped",)),
                           ("Not run yet", ("missing", "interrupted"))):
         picked = [i for i in infos if i.state in states]
         if picked:
-            lines += [f"- {label}: " + ", ".join(f"{i.stage} ({i.reason})" if i.state in ("stale", "failed")
+            lines += [f"- {label}: " + ", ".join(f"{i.stage} ({i.reason})" if i.state in ("stale", "failed", "skipped")
                                                      else i.stage + (" (interrupted)" if i.state == "interrupted" else "")
                                                      for i in picked)]
     if any(i.state in ("missing", "interrupted", "stale", "failed") for i in infos):

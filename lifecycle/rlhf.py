@@ -33,6 +33,8 @@ from lifecycle.core.toxicity import ScorerConfig, load_scorer, non_toxicity_logi
 
 UPSTREAM = ("scope", "finetune")
 SECTIONS = ("data", "models", "scope", "metrics", "rlhf")
+RESUMABLE = True  # the RL adapter's checkpoints survive a kill
+DISTRIBUTED = True  # under `accelerate launch` every process trains
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 TRAINING = {"max_steps": 40, "learning_rate": 1e-5, "per_device_train_batch_size": 8, "num_generations": 4,
             "max_completion_length": 64, "beta": 0.05, "temperature": 0.9, "logging_steps": 1, "save_steps": 10,
@@ -42,6 +44,8 @@ WEIGHTS = {"non_toxicity": 1.0, "faithfulness": 1.0, "length": 0.5}
 
 @dataclass
 class RlhfConfig:
+    enabled: bool = option(True, help="Run RL at all; false leaves the stage out, and evaluate and quantize use the "
+                           "fine-tuned model.")
     algorithm: Literal["grpo", "rloo"] = option("grpo", help="TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer).")
     reward: str | ScorerConfig = option("profanity-check", help="Toxicity scorer behind the non_toxicity term: a "
                                         "built-in name (profanity-check) or {model: <classifier>, nontoxic_label: "
@@ -96,13 +100,28 @@ class RlhfConfig:
         library_object(cls, self.training, "training", **CHECK_ONLY)
 
 
+def not_applicable(cfg, run: StageRun) -> str | None:
+    """Why this run has no RL stage: switched off, or a policy TRL's RL trainers cannot train."""
+    if not cfg.rlhf.enabled:
+        return "rlhf.enabled is false; evaluate and quantize use the fine-tuned model"
+    if models.is_seq2seq(str(run.upstream("finetune") / "model")):
+        return ("the fine-tuned model is seq2seq and TRL's RL trainers are causal-only; evaluate and quantize use "
+                "the fine-tuned model (pick a causal model in models.candidates or select.pin to run RL)")
+    return None
+
+
+def references(cfg) -> dict:
+    """What RL reads beyond data and models: the reward's scorer and the labelled set it is checked on."""
+    from lifecycle.core import fingerprints
+    from lifecycle.core.toxicity import probe_path
+
+    return {"reward": fingerprints.of_scorer(cfg.rlhf.reward),
+            "reward_check": fingerprints.of_file(probe_path(cfg.rlhf.reward_check))}
+
+
 def run(cfg, run: StageRun) -> StageResult:
     sft = run.upstream("finetune")
     prompt = json.loads((sft / "prompt.json").read_text())
-    if models.is_seq2seq(str(sft / "model")):
-        raise StageError(f"rlhf needs a causal (decoder-only) policy, but the fine-tuned model in {sft / 'model'} is "
-                         "seq2seq: TRL's RL trainers are causal-only. Pick a causal model (models.candidates or "
-                         "select.pin), or skip rlhf and run `python -m lifecycle evaluate` after finetune.")
     splits = data.load(cfg.data, seed=cfg.run.seed)
     check = _check_reward(cfg, run)
     tokenizer = models.load_tokenizer(str(sft / "model"))
@@ -110,9 +129,9 @@ def run(cfg, run: StageRun) -> StageResult:
     checkpoints = run.out / "checkpoints"
     resume = last_checkpoint(checkpoints)
     trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(run.out / "adapter"))  # on every process: gathers sharded weights under FSDP/ZeRO-3
     if not is_main_process():
         return StageResult(metrics={})
-    trainer.model.save_pretrained(run.out / "adapter")
     from lifecycle.finetune import merge_adapter
 
     merge_adapter(str(sft / "model"), run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")

@@ -78,7 +78,8 @@ def run(cfg, run: StageRun) -> StageResult:
         metrics={**{f"rows_{role}": len(ds) for role, ds in splits.items()},
                  "input_tokens_p95": first["validation"]["input"]["p95"], "warnings": len(warnings)},
         summary=f"{sum(len(ds) for ds in splits.values())} examples, {len(candidates)} candidate model(s), "
-                f"{len(warnings)} warning(s); report: {run.out.parent / 'scope' / 'report.md'}")
+                f"{len(warnings)} warning(s); report: {run.out.parent / 'scope' / 'report.md'}",
+        decision=scope)
 
 
 def _profile(ref: str, cfg, splits) -> dict:

@@ -62,7 +62,9 @@ def run(cfg, run: StageRun) -> StageResult:
     return StageResult(
         metrics={"selected": chosen["ref"], "rougeL": chosen["rougeL"]["value"], "memory_mb": chosen["memory_mb"],
                  "latency_ms_per_token": chosen["latency_ms_per_token"]},
-        summary=f"selected {chosen['ref']}: {reason}")
+        summary=f"selected {chosen['ref']}: {reason}",
+        # later stages read the choice, not the measurements (latencies differ on every run)
+        decision={k: selection[k] for k in ("selected", "path", "seq2seq", "context_length", "template")})
 
 
 def _score(cand: dict, val, cfg, run: StageRun) -> dict:

