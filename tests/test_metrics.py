@@ -17,7 +17,7 @@ from rouge_score import rouge_scorer
 from lifecycle.core import metrics
 from lifecycle.core.data import DEMO_DIR
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.metrics import Estimate, bootstrap_ci, corpus_scores, load_metric, paired_bootstrap
+from lifecycle.core.metrics import Estimate, bootstrap_ci, corpus_scores, load_metric, paired_test
 from lifecycle.core.toxicity import load_scorer
 
 PRED, REF = "the cat sat on the mat", "the cat lay on the rug"
@@ -174,27 +174,86 @@ def test_corpus_scores_rejects_mismatched_inputs(pairs):
         corpus_scores(preds, refs, toxicity=np.zeros(3))
 
 
-def test_paired_bootstrap_detects_a_clear_shift():
+def test_paired_test_detects_a_clear_shift():
     rng = np.random.default_rng(2)
     a = rng.normal(0.3, 0.1, 100)
     b = a + 0.05 + rng.normal(0, 0.02, 100)
-    out = paired_bootstrap(a, b)
-    assert out["p_value"] < 0.05
+    out = paired_test(a, b)
+    assert out["p_value"] < 0.05 and out["p_value"] >= 1 / 1001  # a permutation p-value is never 0
     assert out["low"] > 0 and out["delta"] == pytest.approx(np.mean(b - a))
+    assert out["test"] == "approximate randomisation"
 
 
-def test_paired_bootstrap_finds_no_difference_between_samples_of_the_same_noise():
+def test_paired_test_finds_no_difference_between_samples_of_the_same_noise():
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.3, 0.1, 100), rng.normal(0.3, 0.1, 100)
-    out = paired_bootstrap(a, b)
+    out = paired_test(a, b)
     assert out["p_value"] > 0.05
     assert out["low"] < 0 < out["high"]
-    assert paired_bootstrap(a, a)["p_value"] == 1.0
+    assert paired_test(a, a)["p_value"] == 1.0
 
 
-def test_paired_bootstrap_rejects_unpaired_inputs():
+def test_paired_test_is_scipy_approximate_randomisation():
+    # The p-value is scipy's paired permutation test (labels swapped within pairs), as sacrebleu's AR test does.
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(0.3, 0.1, 40)
+    b = a + rng.normal(0.02, 0.05, 40)
+    expected = stats.permutation_test((a, b), lambda x, y, axis: np.mean(y - x, axis=axis), vectorized=True,
+                                      permutation_type="samples", n_resamples=500, rng=np.random.default_rng(7))
+    assert paired_test(a, b, n_boot=500, seed=7)["p_value"] == pytest.approx(expected.pvalue)
+    # A small sample is tested exactly: with 6 pairs all 2^6 sign patterns are enumerated.
+    small = paired_test(np.zeros(6), np.ones(6), n_boot=1000)
+    assert small["p_value"] == pytest.approx(2 / 64)
+
+
+def test_paired_test_rejects_unpaired_inputs():
     with pytest.raises(ValueError, match="same examples"):
-        paired_bootstrap(np.zeros(5), np.zeros(6))
+        paired_test(np.zeros(5), np.zeros(6))
+
+
+def test_corpus_bleu_chrf_interval_is_sacrebleus_own(pairs):
+    # BLEU/chrF CIs come from sacrebleu's public significance API (paired bootstrap of the corpus score).
+    from sacrebleu.significance import PairedTest
+
+    preds, refs = pairs
+    _, res = PairedTest([("s", preds)], {"bleu": sacrebleu.BLEU()}, [refs], test_type="bs", n_samples=300)()
+    est = corpus_scores(preds, refs, n_boot=300)["bleu"]
+    r = res["BLEU"][0]
+    assert est.value == pytest.approx(r.score) and est.low == pytest.approx(r.mean - r.ci)
+    assert est.high == pytest.approx(r.mean + r.ci)
+
+
+def test_ratio_ci_is_a_corpus_perplexity_with_an_interval():
+    nll, tokens = np.array([2.0, 4.0, 9.0, 1.0]), np.array([1, 2, 3, 1])
+    est = metrics.ratio_ci(nll, tokens, n_boot=500, transform=np.exp)
+    assert est.value == pytest.approx(np.exp(16 / 7))
+    assert est.low <= est.value <= est.high and est.high > est.low
+    assert metrics.ratio_ci([2.0, 2.0], [1, 1]).value == pytest.approx(2.0)
+
+
+def test_preference_and_share_use_wilson_intervals_and_a_sign_test():
+    from scipy import stats
+
+    out = metrics.preference(wins=12, ties=3, losses=5)
+    assert out["n"] == 20 and out["win"]["value"] == pytest.approx(0.6)
+    ci = stats.binomtest(12, 20).proportion_ci(method="wilson")
+    assert (out["win"]["low"], out["win"]["high"]) == pytest.approx((ci.low, ci.high))
+    assert out["p_value"] == pytest.approx(stats.binomtest(12, 17).pvalue)
+    assert metrics.preference(0, 4, 0)["p_value"] == 1.0
+    assert metrics.share(3, 10)["value"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="no ratings"):
+        metrics.preference(0, 0, 0)
+
+
+def test_no_private_sacrebleu_api():
+    import inspect
+
+    from lifecycle.core import metrics as m
+
+    sources = inspect.getsource(m) + (m.METRICS_DIR / "chrf" / "chrf.py").read_text()
+    assert "_extract_corpus_statistics" not in sources and "_compute_score_from_stats" not in sources
 
 
 # --- toxicity ----------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 The metrics are local `evaluate` modules shipped in `lifecycle/metrics/` and
 loaded by path, so nothing here touches the hub. Every headline number comes
-with a 95% bootstrap confidence interval, and two systems scored on the same
-examples are compared with a paired bootstrap: on a test split of a hundred
-dialogues, a one-point ROUGE gain is often noise, and a stage should say so.
+with a 95% bootstrap confidence interval (`scipy.stats.bootstrap`; sacrebleu's own for
+corpus BLEU/chrF), and two systems scored on the same examples are compared with a paired
+approximate-randomisation test (`scipy.stats.permutation_test`): on a test split of a hundred
+dialogues, a one-point ROUGE gain is often noise, and a stage should say so. Only public APIs
+of scipy and sacrebleu are used.
 
 Scales: ROUGE and toxicity in [0, 1]; BLEU and chrF in [0, 100] (sacrebleu's).
 """
@@ -12,6 +14,7 @@ Scales: ROUGE and toxicity in [0, 1]; BLEU and chrF in [0, 100] (sacrebleu's).
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -84,89 +87,131 @@ def per_example(predictions: list[str], references: list[str]) -> dict[str, np.n
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = 0,
                  statistic: Callable[..., np.ndarray] = np.mean) -> Estimate:
-    """`statistic(values)` with the 2.5/97.5 percentiles of it over `n_boot` resamples.
-
-    `statistic` must accept `axis=` like the numpy reductions (np.mean, np.median, ...).
-    """
+    """`statistic(values)` with its 95% percentile bootstrap interval over `n_boot` resamples
+    (`scipy.stats.bootstrap`). `statistic` must accept `axis=` like the numpy reductions."""
     values = _as_1d(values, "values")
-    resampled = statistic(values[_indices(len(values), n_boot, seed)], axis=1)
-    return _estimate(float(statistic(values)), resampled)
+    return _estimate(float(statistic(values)), (values,), lambda x, axis: statistic(x, axis=axis), n_boot, seed)
+
+
+def ratio_ci(numerators, denominators, n_boot: int = 1000, seed: int = 0,
+             transform: Callable[[np.ndarray], np.ndarray] = lambda r: r) -> Estimate:
+    """`transform(sum(numerators) / sum(denominators))` with a paired bootstrap interval over examples,
+    e.g. perplexity = exp(summed NLL / summed tokens) with `transform=np.exp`."""
+    num, den = _as_1d(numerators, "numerators"), _as_1d(denominators, "denominators")
+    if num.shape != den.shape or den.sum() <= 0:
+        raise ValueError(f"need one positive denominator per numerator, got {len(num)} and {len(den)}")
+
+    def stat(a, b, axis):
+        return transform(a.sum(axis=axis) / np.maximum(b.sum(axis=axis), 1e-12))
+
+    return _estimate(float(transform(num.sum() / den.sum())), (num, den), stat, n_boot, seed, paired=True)
 
 
 def corpus_scores(predictions: list[str], references: list[str], toxicity: np.ndarray | None = None,
                   n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
     """Headline scores with 95% CIs: rouge1/2/L/Lsum (mean F1), bleu and chrf (corpus), toxicity_mean/_share.
 
-    All metrics share one set of resampled example indices, so their intervals
-    describe the same hypothetical test sets. BLEU and chrF are not means of
-    sentence scores: each resample recomputes the corpus score of its examples.
+    Means of per-example scores get a percentile bootstrap interval (`scipy.stats.bootstrap`, one
+    seed, so every metric is resampled over the same example indices). BLEU and chrF are not means
+    of sentence scores: their interval is sacrebleu's own (`sacrebleu.significance.PairedTest` with
+    paired bootstrap, which recomputes the corpus score of each resample): bootstrap mean ± half the
+    2.5-97.5 percentile range, seeded by `SACREBLEU_SEED` (12345 unless set).
     """
     _check_pairs(predictions, references)
     rouge = load_metric("rouge").compute(predictions=predictions, references=references, use_aggregator=False)
-    idx = _indices(len(predictions), n_boot, seed)
-    out = {name: _mean_estimate(np.asarray(rouge[name], dtype=np.float64), idx) for name in ROUGE_TYPES}
-    out["bleu"] = _corpus_estimate(sacrebleu.BLEU(), predictions, references, idx)
-    out["chrf"] = _corpus_estimate(sacrebleu.CHRF(), predictions, references, idx)
+    out = {name: bootstrap_ci(rouge[name], n_boot, seed) for name in ROUGE_TYPES}
+    out |= _sacrebleu_estimates(predictions, references, n_boot)
     if toxicity is not None:
         toxicity = _as_1d(toxicity, "toxicity")
         if len(toxicity) != len(predictions):
             raise ValueError(f"{len(toxicity)} toxicity scores for {len(predictions)} predictions")
-        out["toxicity_mean"] = _mean_estimate(toxicity, idx)
-        out["toxicity_share"] = _mean_estimate((toxicity > TOXIC).astype(np.float64), idx)
+        out["toxicity_mean"] = bootstrap_ci(toxicity, n_boot, seed)
+        out["toxicity_share"] = bootstrap_ci((toxicity > TOXIC).astype(np.float64), n_boot, seed)
     return out
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Do systems a and b differ on the same examples? Paired bootstrap of mean(b - a).
+def paired_test(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Do systems a and b differ on the same examples? mean(b - a) with two answers:
 
-    Returns {"delta": mean(b - a), "low", "high": the 2.5/97.5 percentiles of the
-    resampled mean deltas, "p_value"}. The p-value is two-sided for "no
-    difference": with d* the resampled mean deltas,
-    p = min(1, 2 * min(share(d* <= 0), share(d* >= 0))),
-    i.e. twice the share of resamples that land on the far side of zero. It is
-    below 0.05 when zero lies outside the percentile interval (up to ties and
-    interpolation), and 0 means "below 1 / n_boot" rather than impossible.
+    - `p_value`: two-sided approximate randomisation (a paired permutation test,
+      `scipy.stats.permutation_test` with `permutation_type="samples"`): under "no difference"
+      each example's two scores are exchangeable, so their labels are swapped at random
+      `n_boot` times; p = (1 + #|mean shuffled delta| >= |observed|) / (1 + n_boot), never 0.
+      This is the test sacrebleu's `PairedTest` defaults to and the MT literature uses.
+    - `low`, `high`: the 95% percentile bootstrap interval of the mean delta (`scipy.stats.bootstrap`).
     """
+    from scipy import stats
+
     a, b = _as_1d(a, "a"), _as_1d(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"paired scores must cover the same examples, got {len(a)} and {len(b)}")
     diff = b - a
-    deltas = diff[_indices(len(diff), n_boot, seed)].mean(axis=1)
-    p_value = min(1.0, 2.0 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    return {"delta": float(diff.mean()), "low": float(low), "high": float(high), "p_value": p_value}
+    ci = bootstrap_ci(diff, n_boot, seed)
+    if np.all(diff == 0):
+        p_value = 1.0
+    else:
+        test = stats.permutation_test((a, b), lambda x, y, axis: np.mean(y - x, axis=axis), vectorized=True,
+                                      permutation_type="samples", n_resamples=n_boot, rng=np.random.default_rng(seed))
+        p_value = float(min(1.0, test.pvalue))
+    return {"delta": float(diff.mean()), "low": ci.low, "high": ci.high, "p_value": p_value,
+            "test": "approximate randomisation"}
 
 
-def _corpus_estimate(metric, predictions: list[str], references: list[str], idx: np.ndarray) -> Estimate:
-    """A sacrebleu corpus score and its resampled values, from per-example sufficient statistics.
+def preference(wins: int, ties: int, losses: int) -> dict:
+    """A pairwise preference (human or judge ratings of B against A) with 95% CIs.
 
-    The n-grams are extracted once; a corpus score is a function of the summed
-    statistics (that is how sacrebleu's `corpus_score` and its own `--confidence`
-    bootstrap compute it, through the same private methods used here), so a
-    resample costs one matrix product and one cheap formula. The metrics'
-    default settings match the `sacrebleu` and `chrf` modules, which a test checks.
-    """
-    stats = np.asarray(metric._extract_corpus_statistics(predictions, [references]), dtype=np.int64)
-    counts = np.zeros(idx.shape, dtype=np.int64)  # counts[r, i]: how often example i is drawn in resample r
-    np.add.at(counts, (np.arange(len(idx))[:, None], idx), 1)
-    resampled = np.array([metric._compute_score_from_stats(row.tolist()).score for row in counts @ stats])
-    return _estimate(metric._compute_score_from_stats(stats.sum(axis=0).tolist()).score, resampled)
+    Shares of win/tie/loss with Wilson score intervals (`scipy.stats.binomtest(...).proportion_ci`),
+    and a two-sided sign test of wins against losses (ties left out), the binomial test for
+    "B is preferred as often as A"."""
+    from scipy import stats
+
+    n = wins + ties + losses
+    if n == 0:
+        raise ValueError("no ratings to summarise")
+    out = {"n": n, "wins": wins, "ties": ties, "losses": losses}
+    for name, k in (("win", wins), ("tie", ties), ("loss", losses)):
+        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+        out[name] = {"value": k / n, "low": float(ci.low), "high": float(ci.high)}
+    out["p_value"] = float(stats.binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0
+    return out
 
 
-def _indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """One (n_boot, n) matrix of example indices drawn with replacement."""
+def share(k: int, n: int) -> dict:
+    """k of n as a share with its 95% Wilson interval (rates of flagged summaries, agreement)."""
+    from scipy import stats
+
+    if n == 0:
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan"), "k": 0, "n": 0}
+    ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+    return {"value": k / n, "low": float(ci.low), "high": float(ci.high), "k": k, "n": n}
+
+
+def _sacrebleu_estimates(predictions: list[str], references: list[str], n_boot: int) -> dict[str, Estimate]:
+    """Corpus BLEU and chrF with sacrebleu's bootstrap interval, through its public significance API.
+    The metrics' default settings match the `sacrebleu` and `chrf` modules, which a test checks."""
+    from sacrebleu.significance import PairedTest
+
+    logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # it logs every resampling step at INFO
+    test = PairedTest([("system", predictions)], {"bleu": sacrebleu.BLEU(), "chrf": sacrebleu.CHRF()},
+                      [references], test_type="bs", n_samples=n_boot)
+    _, results = test()
+    out = {}
+    for key, name in (("bleu", "BLEU"), ("chrf", "chrF2")):
+        r = results[name][0]
+        out[key] = Estimate(float(r.score), float(r.mean - r.ci), float(r.mean + r.ci))
+    return out
+
+
+def _estimate(value: float, data: tuple, statistic, n_boot: int, seed: int, paired: bool = False) -> Estimate:
+    from scipy import stats
+
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
-def _mean_estimate(values: np.ndarray, idx: np.ndarray) -> Estimate:
-    return _estimate(float(values.mean()), values[idx].mean(axis=1))
-
-
-def _estimate(value: float, resampled: np.ndarray) -> Estimate:
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return Estimate(float(value), float(low), float(high))
+    if len(data[0]) < 2 or all(np.all(d == d[0]) for d in data):  # one value, or all equal: no spread to resample
+        return Estimate(value, value, value)
+    res = stats.bootstrap(data, statistic, n_resamples=n_boot, vectorized=True, paired=paired, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return Estimate(value, float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
 def _as_1d(values, name: str) -> np.ndarray:

@@ -1,15 +1,17 @@
 """A model as a system under test: generate for a split with the prompt it expects,
-score its outputs (every metric with a 95% CI, toxicity, the data's slice), and
-compare two systems on the same examples. evaluate, rlhf and quantize share it, so
-their numbers are computed the same way."""
+score its outputs (every metric with a 95% CI, toxicity, the data's slice), measure the
+likelihood of the references (perplexity), and compare two systems on the same examples
+(paired approximate-randomisation test, bootstrap CI of the change). evaluate, rlhf and
+quantize share it, so their numbers are computed the same way."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lifecycle.core import generate, metrics, models, prompts
+from lifecycle.core import generate, likelihood, metrics, models, prompts
 
-PAIRED = ("rougeL", "toxicity")  # the per-example scores systems are compared on
+PAIRED = ("rougeL", "toxicity", "nll")  # the per-example scores systems are compared on (nll when measured)
+SLICED = ("rougeL", "toxicity")  # the scores reported on the data's slice
 
 
 def predict(cfg, path: str, prompt: dict, split, batch_size: int, desc: str, model=None) -> list[generate.Generation]:
@@ -18,12 +20,36 @@ def predict(cfg, path: str, prompt: dict, split, batch_size: int, desc: str, mod
         model = models.load_model(path, cfg.models.device, cfg.models.dtype)
     tokenizer = models.load_tokenizer(path)
     gen_config = generate.generation_config(prompt["generation"], "prompt generation")
-    texts, _ = prompts.format_prompts(tokenizer, prompt["template"], list(split[cfg.data.input_column]),
-                                      [tuple(s) for s in prompt.get("shot_examples", [])],
-                                      models.context_length(model.config, tokenizer), gen_config.max_new_tokens)
+    texts = prompt_texts(cfg, model, tokenizer, prompt, split, gen_config.max_new_tokens)
     return generate.generate(model, tokenizer, texts, gen_config, batch_size, cfg.run.seed,
                              ids=[str(i) for i in split[cfg.data.id_column or "id"]],
                              references=list(split[cfg.data.target_column]), desc=desc)
+
+
+def prompt_texts(cfg, model, tokenizer, prompt: dict, split, max_new_tokens: int, column: str | None = None) -> list[str]:
+    """The prompt the model is used with, for every row of `split` (template, few-shot examples, chat template)."""
+    return prompts.format_prompts(tokenizer, prompt["template"], list(split[column or cfg.data.input_column]),
+                                  [tuple(s) for s in prompt.get("shot_examples", [])],
+                                  models.context_length(model.config, tokenizer), max_new_tokens)[0]
+
+
+def reference_nll(cfg, model, path: str, prompt: dict, split, batch_size: int, input_column: str | None = None,
+                  target_column: str | None = None) -> dict[str, list]:
+    """Per example: summed NLL of the reference given the model's prompt, and its token count."""
+    tokenizer = models.load_tokenizer(path)
+    max_new = generate.generation_config(prompt["generation"], "prompt generation").max_new_tokens
+    texts = prompt_texts(cfg, model, tokenizer, prompt, split, max_new, input_column)
+    refs = list(split[target_column or cfg.data.target_column])
+    nll, tokens = likelihood.completion_nll(model, tokenizer, texts, likelihood.completions(tokenizer, refs), batch_size)
+    return {"nll_sum": nll.tolist(), "tokens": tokens.tolist()}
+
+
+def perplexity(nll: dict, n_boot: int, seed: int) -> dict:
+    """Perplexity of the references, exp(summed NLL / summed tokens), with a bootstrap CI over examples,
+    and the per-example mean token NLL that paired tests compare."""
+    est = metrics.ratio_ci(nll["nll_sum"], nll["tokens"], n_boot, seed, transform=np.exp)
+    per_token = (np.array(nll["nll_sum"]) / np.maximum(np.array(nll["tokens"]), 1)).tolist()
+    return {"perplexity": vars(est), "per_example_nll": per_token}
 
 
 def score(cfg, outputs: list[generate.Generation], scorer, split, n_boot: int) -> dict:
@@ -38,15 +64,16 @@ def score(cfg, outputs: list[generate.Generation], scorer, split, n_boot: int) -
     mask = np.array(split[cfg.data.slice_column], dtype=bool) if cfg.data.slice_column else np.zeros(0, bool)
     if mask.any():
         result["slice"] = {"rows": int(mask.sum()), **{
-            m: vars(metrics.bootstrap_ci(np.array(per_example[m])[mask], n_boot, cfg.run.seed)) for m in PAIRED}}
+            m: vars(metrics.bootstrap_ci(np.array(per_example[m])[mask], n_boot, cfg.run.seed)) for m in SLICED}}
     return result
 
 
 def compare(base: dict, other: dict, n_boot: int, seed: int, mask: np.ndarray | None = None) -> dict:
-    """Paired bootstrap of `other` against `base` on the same examples (optionally a slice of them)."""
+    """`other` against `base` on the same examples (optionally a slice of them): the mean change with its
+    bootstrap CI and an approximate-randomisation p-value, for each per-example score both have."""
     pick = slice(None) if mask is None else mask
-    return {m: metrics.paired_bootstrap(np.array(base["per_example"][m])[pick], np.array(other["per_example"][m])[pick],
-                                        n_boot, seed) for m in PAIRED}
+    return {m: metrics.paired_test(np.array(base["per_example"][m])[pick], np.array(other["per_example"][m])[pick],
+                                   n_boot, seed) for m in PAIRED if m in base["per_example"] and m in other["per_example"]}
 
 
 def show_ci(est: dict) -> str:
@@ -57,3 +84,8 @@ def show_ci(est: dict) -> str:
 def show_change(d: dict) -> str:
     """A paired change as reports print it: `+delta [+low, +high]`."""
     return f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def show_share(d: dict) -> str:
+    """A share (of ratings, of flagged summaries) as reports print it: `42% [30%, 55%]`."""
+    return f"{d['value']:.0%} [{d['low']:.0%}, {d['high']:.0%}]"

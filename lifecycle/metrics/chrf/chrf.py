@@ -48,12 +48,9 @@ class Chrf(evaluate.Metric):
 
     def _compute(self, predictions, references, word_order=0, lowercase=False, per_example=False):
         chrf = scb.CHRF(word_order=word_order, lowercase=lowercase)
-        # One pass over the n-grams serves both: the corpus score is computed from the summed
-        # per-example statistics and a sentence score from its own row, exactly as
-        # `corpus_score` and `sentence_score` do, without extracting the n-grams twice.
-        stats = chrf._extract_corpus_statistics(predictions, [references])
-        result = {"score": chrf._aggregate_and_compute(stats).score if stats else 0.0,
+        # sacrebleu's public API: the corpus score, and one sentence score per example
+        result = {"score": chrf.corpus_score(predictions, [references]).score if predictions else 0.0,
                   "char_order": chrf.char_order, "word_order": chrf.word_order, "beta": chrf.beta}
         if per_example:
-            result["scores"] = [chrf._compute_score_from_stats(row).score for row in stats]
+            result["scores"] = [chrf.sentence_score(p, [r]).score for p, r in zip(predictions, references)]
         return result
