@@ -1,11 +1,15 @@
-"""Stage 6, evaluate: every model the run has produced, side by side on the test split.
+"""Stage 6, evaluate: every model the run has produced, side by side, on the test split and
+on any held-out sets you name.
 
-Each system generates with the same prompt (template, few-shot examples) and
-generation config chosen by the prompt stage. The table gives every metric with
-its 95% bootstrap CI, a paired bootstrap test of each system against the base
-model on the same examples, and scope's success criteria marked pass/fail.
-Predictions of a model that has not changed are reused, so re-running after a
-new upstream model only generates for that model.
+Each system generates with the prompt it is used with (the prompt stage's choice for the
+base model, the prompt it was trained on for a fine-tuned one). For the run's test split
+and every extra set in `evaluate.sets` the tables give each metric with its 95% bootstrap
+CI, the perplexity of the references (completion-only NLL given that prompt), and a paired
+approximate-randomisation test of each system against the base model on the same
+examples; scope's success criteria are marked pass/fail on the test split. A forgetting
+check measures each model's token NLL on a general-text sample against the base model's,
+and an optional LLM judge compares the systems pairwise, blinded and position-swapped.
+Predictions and likelihoods of a model that has not changed are reused.
 
     python -m lifecycle evaluate --config configs/offline.yaml
 """
@@ -13,14 +17,14 @@ new upstream model only generates for that model.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
-import numpy as np
-
-from lifecycle.core import data, generate, systems
-from lifecycle.core.config import fingerprint, option, require
-from lifecycle.core.pipeline import StageResult, StageRun
-from lifecycle.core.plots import figure, save
+from lifecycle.core import evalreport, evalsets, forgetting, judge, systems
+from lifecycle.core.config import option, require
+from lifecycle.core.data import DataConfig
+from lifecycle.core.judge import JudgeConfig
+from lifecycle.core.pipeline import StageResult, StageRun, produced
 from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import load_scorer
 
@@ -30,45 +34,91 @@ SECTIONS = ("data", "models", "scope", "metrics", "evaluate")
 
 
 @dataclass
+class EvalSetConfig(DataConfig):
+    """An extra evaluation set: any data reference the `data` section accepts, with its own columns."""
+
+    split: str | None = option(None, help="Split of this data to score; default `test` when it has one, else its only split "
+                               "(a single local file is split `train`).")
+    skip_missing: bool = option(False, help="When the set's local files are absent, skip it with a notice instead of "
+                                "failing (for data that only some machines have).")
+
+
+@dataclass
+class ForgettingConfig:
+    sample: str | None = option("general", help="General text the models should still model well: `general` (the "
+                                "built-in sample, see lifecycle/demo_data/README.md), a .jsonl file with a `text` field or "
+                                "a .txt file with one text per line; null turns the check off.")
+    limit: int | None = option(None, help="Use only the first N texts of the sample (default all).")
+    max_nll_increase: float = option(0.1, help="Criterion: the most a model's mean token NLL on the sample (nats) may rise "
+                                     "above the base model's; scope.criteria.max_general_nll_increase wins when set.")
+    lm_eval_tasks: list[str] = option([], help="lm-evaluation-harness tasks to run on every model (e.g. [hellaswag]) "
+                                      "when lm-eval is installed and the hub is reachable; skipped with a notice otherwise.")
+    lm_eval_limit: int | None = option(100, help="Examples per lm-evaluation-harness task (null for all).")
+
+    def __post_init__(self):
+        require(self.limit is None or self.limit > 1, "limit", self.limit, "at least 2 texts, or null")
+        require(self.max_nll_increase >= 0, "max_nll_increase", self.max_nll_increase, "a non-negative number of nats")
+
+
+@dataclass
 class EvaluateConfig:
-    batch_size: int = option(8, help="Prompts generated together.")
+    batch_size: int = option(8, help="Prompts generated (and scored for perplexity) together.")
     limit: int | None = option(None, help="Evaluate only the first N test examples (default: the whole test split).")
     examples: int = option(4, help="Example predictions shown side by side in the report.")
+    sets: dict[str, EvalSetConfig] = option({}, help="Extra held-out sets scored for every model, by name, e.g. "
+                                            "{dialogsum: {path: json, data_files: {test: dev.jsonl}, id_column: fname}}; "
+                                            "each takes the `data` section's keys plus `split` and `skip_missing`.")
+    perplexity: bool = option(True, help="Measure the perplexity of the references given each model's prompt.")
+    forgetting: ForgettingConfig = option(ForgettingConfig, help="The forgetting check on general text.")
+    judge: JudgeConfig | None = option(None, help="Optional LLM judge: {url, model, rubric, examples} of an "
+                                       "OpenAI-compatible endpoint; pairwise, blinded, position-swapped.")
 
     def __post_init__(self):
         require(self.batch_size > 0, "batch_size", self.batch_size, "a positive batch size")
         require(self.limit is None or self.limit > 0, "limit", self.limit, "a positive number of examples or null")
+        for name in self.sets:
+            require(re.fullmatch(r"[A-Za-z0-9][\w.-]*", name) is not None and name != "test", f"sets.{name}", name,
+                    "a set name of letters, digits, `_`, `.`, `-` other than `test` (the run's own split)")
+
+
+def data_refs(cfg) -> list[DataConfig]:
+    """The data evaluate reads beyond the `data` section: each extra set (and a custom forgetting sample),
+    for the stage's identity."""
+    refs = list(cfg.evaluate.sets.values())
+    sample = cfg.evaluate.forgetting.sample
+    return refs + ([] if sample in (None, "general") else [DataConfig(path=sample)])
 
 
 def run(cfg, run: StageRun) -> StageResult:
     best = json.loads((run.upstream("prompt") / "best.json").read_text())
-    test = data.load(cfg.data, seed=cfg.run.seed)["test"]
-    if cfg.evaluate.limit:
-        test = test.select(range(min(cfg.evaluate.limit, len(test))))
     criteria = json.loads((run.upstream("scope") / "scope.json").read_text())["criteria"]
-    scorer = load_scorer(cfg.metrics.toxicity)
-    previous = _previous(run)
-    (run.out / "predictions").mkdir()
-    results, outputs = {}, {}
+    sets, skipped_sets = evalsets.load(cfg)
+    general = forgetting.load_sample(cfg.evaluate.forgetting)
+    scorer, previous = load_scorer(cfg.metrics.toxicity), evalsets.previous(run)
+    results, outputs, general_nll, paths = {s: {} for s in sets}, {s: {} for s in sets}, {}, {}
     for name, path, origin, prompt in _systems(run, best):
-        key = fingerprint({"model": origin, "prompt": prompt, "ids": list(test[cfg.data.id_column or "id"]),
-                           "seed": cfg.run.seed})
-        outputs[name] = _predictions(run, previous, name, key) or systems.predict(
-            cfg, path, prompt, test, cfg.evaluate.batch_size, f"evaluate {name}")
-        generate.write_jsonl(run.out / "predictions" / f"{name}.jsonl", outputs[name])
-        results[name] = systems.score(cfg, outputs[name], scorer, test, cfg.metrics.bootstrap) | {"key": key, "model": path}
-    for name, s in results.items():
-        s["vs_base"] = {} if name == "base" else systems.compare(results["base"], s, cfg.metrics.bootstrap, cfg.run.seed)
-        s["criteria"] = _criteria(s, criteria)
-    write_json(run.out / "evaluation.json", {"test_examples": len(test), "prompt": best, "systems": results})
-    _plot_metrics(results, run.out / "metrics.png")
-    _plot_toxicity(results, run.out / "toxicity.png")
-    (run.out / "evaluation.md").write_text(_report(results, outputs, test, cfg))
-    headline = {f"{name}_{m}": s["scores"][m]["value"] for name, s in results.items() for m in ("rougeL", "toxicity_mean")}
-    return StageResult(metrics={**headline, "test_examples": len(test)},
-                       summary="\n".join(f"{n}: ROUGE-L {s['scores']['rougeL']['value']:.3f}, toxicity "
-                                         f"{s['scores']['toxicity_mean']['value']:.3f}, criteria "
-                                         f"{'PASS' if all(s['criteria'].values()) else 'FAIL'}" for n, s in results.items()))
+        model, paths[name] = evalsets.LazyModel(cfg, path), path
+        for set_name, (scfg, split) in sets.items():
+            results[set_name][name], outputs[set_name][name] = evalsets.evaluate_system(
+                scfg, run, set_name, name, path, origin, prompt, split, scorer, model, previous)
+        if general:
+            general_nll[name] = forgetting.measure(cfg, name, model, path, origin, general, previous)
+    for set_results in results.values():
+        for name, s in set_results.items():
+            s["vs_base"] = {} if name == "base" else systems.compare(set_results["base"], s, cfg.metrics.bootstrap, cfg.run.seed)
+    forgot = forgetting.summarise(general_nll, general, cfg, criteria) if general else None
+    for name, s in results["test"].items():
+        s["criteria"] = _criteria(s, criteria) | ({"max_general_nll_increase": forgot["pass"][name]} if forgot else {})
+    evaluation = {"test_examples": len(sets["test"][1]), "prompt": best, "systems": results.pop("test"),
+                  "sets": {n: {"examples": len(sets[n][1]), "source": evalsets.describe(sets[n][0].data),
+                               "systems": r} for n, r in results.items()},
+                  "skipped_sets": skipped_sets, "skipped": dict(getattr(run, "skipped", {}) or {}),
+                  "forgetting": forgot, "lm_eval": forgetting.harness(cfg.evaluate.forgetting, paths),
+                  "judge": _judge(cfg, sets["test"][1], outputs["test"])}
+    write_json(run.out / "evaluation.json", evaluation)
+    evalreport.plots(evaluation, run.out)
+    (run.out / "evaluation.md").write_text(evalreport.markdown(evaluation, outputs, sets, cfg))
+    return StageResult(metrics=evalreport.headline(evaluation), summary=evalreport.summary(evaluation))
 
 
 def _systems(run: StageRun, best: dict) -> list[tuple[str, str, dict, dict]]:
@@ -79,24 +129,10 @@ def _systems(run: StageRun, best: dict) -> list[tuple[str, str, dict, dict]]:
     for stage in OPTIONAL:
         if stage in run.inputs:
             folder = run.upstream(stage)
-            # the producing stage's manifest hash changes whenever it re-runs (sharded weights included)
-            found.append((stage, str(folder / "model"), {"manifest": run.run.manifest_hash(stage)},
+            # what the producing stage wrote (weights included, however sharded), not when
+            found.append((stage, str(folder / "model"), {"produced": produced(run.inputs[stage])},
                             json.loads((folder / "prompt.json").read_text())))
     return found
-
-
-def _previous(run: StageRun) -> dict:
-    path = run.run.dir("evaluate") / "evaluation.json"
-    return json.loads(path.read_text())["systems"] if path.is_file() else {}
-
-
-def _predictions(run: StageRun, previous: dict, name: str, key: str) -> list[generate.Generation] | None:
-    """The last evaluation's predictions for this system, if model, prompt and data are unchanged."""
-    old = run.run.dir("evaluate") / "predictions" / f"{name}.jsonl"
-    if previous.get(name, {}).get("key") == key and old.is_file():
-        print(f"[evaluate] {name}: unchanged since the last evaluation, reusing its predictions")
-        return generate.read_jsonl(old)
-    return None
 
 
 def _criteria(system: dict, criteria: dict) -> dict:
@@ -104,61 +140,16 @@ def _criteria(system: dict, criteria: dict) -> dict:
             "max_mean_toxicity": system["scores"]["toxicity_mean"]["value"] <= criteria["max_mean_toxicity"]}
 
 
-def _report(results: dict, outputs: dict[str, list[generate.Generation]], test, cfg) -> str:
-    lines = [f"# Evaluation on the test split ({len(test)} examples)", "",
-             "| system | ROUGE-1 | ROUGE-2 | ROUGE-L [95% CI] | ROUGE-Lsum | chrF | BLEU | toxicity mean [95% CI] | share toxic | tokens/s | criteria |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, s in results.items():
-        sc = s["scores"]
-        verdict = ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in s["criteria"].items())
-        lines.append(f"| {name} | {sc['rouge1']['value']:.3f} | {sc['rouge2']['value']:.3f} | {systems.show_ci(sc['rougeL'])} | "
-                     f"{sc['rougeLsum']['value']:.3f} | {sc['chrf']['value']:.1f} | {sc['bleu']['value']:.1f} | "
-                     f"{systems.show_ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {s['tokens_per_s']:.1f} | {verdict} |")
-    compared = {n: s for n, s in results.items() if s["vs_base"]}
-    if compared:
-        lines += ["", "## Paired comparison with the base model (same examples, paired bootstrap)", "",
-                  "| system | metric | change [95% CI] | p-value |", "|---|---|---|---|"]
-        for name, s in compared.items():
-            for m, d in s["vs_base"].items():
-                lines.append(f"| {name} | {m} | {systems.show_change(d)} | {d['p_value']:.3f} |")
-    if all("slice" in s for s in results.values()):
-        lines += ["", f"## Slice `{cfg.data.slice_column}` (rows where it is true)", "",
-                  "| system | rows | ROUGE-L [95% CI] | toxicity mean [95% CI] |", "|---|---|---|---|"]
-        lines += [f"| {n} | {s['slice']['rows']} | {systems.show_ci(s['slice']['rougeL'])} | {systems.show_ci(s['slice']['toxicity'])} |"
-                  for n, s in results.items()]
-    lines += ["", "![metrics](metrics.png)", "", "![toxicity](toxicity.png)", "", "## Examples", ""]
-    for i in range(min(cfg.evaluate.examples, len(test))):
-        lines += [f"**{test[i][cfg.data.id_column or 'id']}** — reference: {test[i][cfg.data.target_column]}", ""]
-        lines += [f"- *{name}* (ROUGE-L {s['per_example']['rougeL'][i]:.3f}, toxicity "
-                  f"{s['per_example']['toxicity'][i]:.2f}): {outputs[name][i].prediction}" for name, s in results.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _plot_metrics(results: dict, path) -> None:
-    names = list(results)
-    panels = (("ROUGE (F1)", ["rouge1", "rouge2", "rougeL"]), ("toxicity", ["toxicity_mean"]))
-    fig, axes = figure(ncols=2, width=11, height=4)
-    for ax, (title, keys) in zip(axes, panels):
-        width = 0.8 / len(names)
-        for j, name in enumerate(names):
-            est = [results[name]["scores"][k] for k in keys]
-            ax.bar(np.arange(len(keys)) + j * width, [e["value"] for e in est], width, label=name,
-                   yerr=[[e["value"] - e["low"] for e in est], [e["high"] - e["value"] for e in est]], capsize=4)
-        ax.set(xticks=np.arange(len(keys)) + width * (len(names) - 1) / 2, xticklabels=keys, title=f"{title}, 95% CI")
-        ax.legend(fontsize=8)
-    save(fig, path)
-
-
-def _plot_toxicity(results: dict, path) -> None:
-    fig, ax = figure(width=6, height=4)
-    bins = np.linspace(0, 1, 21)
-    for name, s in results.items():
-        ax.hist(s["per_example"]["toxicity"], bins=bins, alpha=0.55, label=name)
-    ax.axvline(0.5, color="red", linestyle="--", label="toxic threshold")
-    ax.set(xlabel="toxicity of the output", ylabel="examples", title="toxicity of test outputs")
-    ax.legend(fontsize=8)
-    save(fig, path)
+def _judge(cfg, test, outputs: dict) -> dict | None:
+    """The LLM judge's pairwise verdicts of every system against the base model on the first test examples."""
+    if cfg.evaluate.judge is None:
+        return None
+    n = min(cfg.evaluate.judge.examples, len(test))
+    dialogues = list(test[cfg.data.input_column])[:n]
+    base = [g.prediction for g in outputs["base"][:n]]
+    return {"endpoint": cfg.evaluate.judge.url, "model": cfg.evaluate.judge.model, "examples": n, "vs_base": {
+        name: judge.compare(cfg.evaluate.judge, dialogues, base, [g.prediction for g in out[:n]])
+        for name, out in outputs.items() if name != "base"}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,8 @@ from lifecycle.core.store import MANIFEST
 
 
 @pytest.fixture
-def evaluated(run_cli):
-    code, out, err = run_cli("all")
-    assert code == 0, err
-    return run_cli
+def evaluated(clone_run):
+    return clone_run
 
 
 def test_all_stages_write_their_artifacts(evaluated):
@@ -23,7 +21,7 @@ def test_all_stages_write_their_artifacts(evaluated):
     assert {p.name for p in (root / "select").iterdir()} == {"selection.json", "selection.md", "selection.png",
                                                             "predictions", MANIFEST}
     selection = json.loads((root / "select" / "selection.json").read_text())
-    assert len(selection["candidates"]) == 2 and selection["selected"] in {c["ref"] for c in selection["candidates"]}
+    assert len(selection["candidates"]) == 1 and selection["selected"] in {c["ref"] for c in selection["candidates"]}
     for c in selection["candidates"]:
         assert c["parameters"] > 0 and c["memory_mb"] > 0 and c["latency_ms_per_token"] > 0
         assert c["rougeL"]["low"] <= c["rougeL"]["value"] <= c["rougeL"]["high"]
@@ -37,7 +35,7 @@ def test_all_stages_write_their_artifacts(evaluated):
     evaluation = json.loads((root / "evaluate" / "evaluation.json").read_text())
     base = evaluation["systems"]["base"]
     assert evaluation["test_examples"] == 8 and len(base["per_example"]["rougeL"]) == 8
-    assert set(base["criteria"]) == {"min_rougeL", "max_mean_toxicity"}
+    assert set(base["criteria"]) == {"min_rougeL", "max_mean_toxicity", "max_general_nll_increase"}
     heated = [json.loads(line)["heated"] for line in (DEMO_DIR / "dialogues" / "test.jsonl").read_text().splitlines()]
     assert base["slice"]["rows"] == sum(heated[:8])
     for name in ("evaluation.md", "metrics.png", "toxicity.png", "predictions/base.jsonl"):
@@ -54,7 +52,7 @@ def test_evaluate_marks_criteria_and_reuses_unchanged_predictions(evaluated):
     assert code == 0 and "reusing its predictions" in out
     code, _, _ = evaluated("all", "scope.criteria.min_rougeL=0.0", "scope.criteria.max_mean_toxicity=1.0")
     base = json.loads((evaluated.root / "evaluate" / "evaluation.json").read_text())["systems"]["base"]
-    assert code == 0 and base["criteria"] == {"min_rougeL": True, "max_mean_toxicity": True}
+    assert code == 0 and base["criteria"] == {"min_rougeL": True, "max_mean_toxicity": True, "max_general_nll_increase": True}
     code, _, _ = evaluated("all", "scope.criteria.min_rougeL=1.0", "scope.criteria.max_mean_toxicity=1.0")
     base = json.loads((evaluated.root / "evaluate" / "evaluation.json").read_text())["systems"]["base"]
     assert base["criteria"]["min_rougeL"] is False
