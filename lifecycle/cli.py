@@ -12,7 +12,7 @@ import traceback
 from contextlib import nullcontext
 from datetime import datetime, timezone
 
-from lifecycle.core import pipeline
+from lifecycle.core import pipeline, preflight, quiet
 from lifecycle.core.config import describe
 from lifecycle.core.errors import LifecycleError
 
@@ -24,18 +24,27 @@ def parser() -> argparse.ArgumentParser:
         "Stages: " + " -> ".join(pipeline.STAGES) + ".",
         epilog="Overrides: any option as section.key=value, e.g. `scope.criteria.min_rougeL=0.3 data.limit.train=32`. "
         "`python -m lifecycle options` lists them all.")
-    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "report", "options"],
+    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "report", "options", "rate"],
                    help="a stage, `all` stages in order, `status` of the run's stages, `report` to write the run "
-                   "report (report.md and a self-contained report.html in the run folder), or `options` to list every option")
+                   "report (report.md and a self-contained report.html in the run folder), `options` to list every "
+                   "option, or `rate export|import` for blinded human ratings (`python -m lifecycle rate --help`)")
     p.add_argument("--config", help="YAML config, e.g. configs/offline.yaml (required except for `options`)")
     p.add_argument("--force", action="store_true", help="run the stage(s) even when up to date")
     p.add_argument("--until", choices=pipeline.STAGES, help="with `all`: stop after this stage")
+    p.add_argument("--verbose", action="store_true", help="show every library warning and log line (also "
+                   f"{quiet.VERBOSE_ENV}=1); by default third-party notes are filtered, progress bars kept")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["rate"]:  # human ratings have verbs of their own (export, import): lifecycle/rate.py
+        from lifecycle import rate
+
+        return rate.main(argv[1:])
     args = parser().parse_intermixed_args(argv)  # overrides may follow --config
+    quiet.setup(args.verbose)  # before the libraries load, so their import-time notes are filtered too
     try:
         if args.command == "options":
             return _options()
@@ -53,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             stages = pipeline.STAGES[: pipeline.STAGES.index(args.until) + 1] if args.until else pipeline.STAGES
         else:
             stages = [args.command]
+        preflight.check(cfg, stages)  # references (run root, GPU, scorer folders, target modules): seconds, not after model loads
         return _run(cfg, how, stages, args)
     except LifecycleError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lifecycle.core.config import build, load_yaml, option
+from lifecycle.core.config import build, load_yaml, option, require
 from lifecycle.core.data import DataConfig
 from lifecycle.core.metrics import MetricsConfig
 from lifecycle.core.models import ModelsConfig
@@ -36,6 +36,11 @@ class Config:
     rlhf: RlhfConfig = option(RlhfConfig, help="RL detoxification: algorithm, reward terms and weights, TRL options.")
     evaluate: EvaluateConfig = option(EvaluateConfig, help="Side-by-side evaluation on the test split.")
     quantize: QuantizeConfig = option(QuantizeConfig, help="Deployment variants (int8, NF4) measured against the reference.")
+
+    def __post_init__(self):
+        # Across sections, so here; references that need the disk or the machine are checked by core/preflight.py.
+        require(self.select.pin is None or self.select.pin in self.models.candidates, "select.pin", self.select.pin,
+                f"one of models.candidates {self.models.candidates}, or null to pick by the zero-shot ranking")
 
 
 def load(path: str, overrides: list[str] = ()) -> Config:

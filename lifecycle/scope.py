@@ -3,7 +3,8 @@
 Fixes the success criteria and budgets every later stage is judged by (evaluate
 checks the criteria, select and quantize respect the budgets), and checks the data
 against the candidate models: split sizes, token lengths against each context
-window, and warnings for inputs that would be truncated.
+window, and inputs that cannot fit with room for the output — an error naming
+them, or (data.overlong) truncated in every stage and reported here.
 
     python -m lifecycle scope --config configs/offline.yaml
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from lifecycle.core import data, models
 from lifecycle.core.config import option, require
+from lifecycle.core.errors import DataError
 from lifecycle.core.pipeline import StageResult, StageRun
 from lifecycle.core.plots import figure, save
 from lifecycle.core.store import write_json
@@ -46,7 +48,8 @@ class ScopeConfig:
     task: str = option("dialogue summarization", help="What the model is for, in a few words (shown in reports).")
     criteria: Criteria = option(Criteria, help="Success criteria and deployment budgets.")
     max_new_tokens: int = option(96, help="Longest output the model will be asked to generate, in tokens; "
-                                 "inputs that leave less room than this in the context window are flagged.")
+                                 "inputs that leave less room than this in the context window stop the run here, "
+                                 "or are truncated (data.overlong).")
     report_examples: int = option(3, help="How many validation examples the scope report shows.")
 
     def __post_init__(self):
@@ -94,13 +97,27 @@ def _profile(ref: str, cfg, splits) -> dict:
         targets = np.array([len(ids) for ids in tokenizer(list(ds[cfg.data.target_column]))["input_ids"]])
         tokens[role] = {"input": _stats(inputs), "target": _stats(targets)}
         lengths[role] = inputs.tolist()
-        over = int((inputs + cfg.scope.max_new_tokens > context).sum())
-        if over:
-            warnings.append(f"{ref}: {over} of {len(ds)} {role} inputs leave fewer than {cfg.scope.max_new_tokens} "
-                            f"tokens for the output in its {context}-token context; they will be truncated")
+        over = np.flatnonzero(inputs + cfg.scope.max_new_tokens > context)
+        if len(over):
+            warnings.append(_overlong(ref, role, ds, over, context, cfg))
     return {"ref": ref, "path": path, "seq2seq": bool(config.is_encoder_decoder), "context_length": context,
             "chat_template": bool(tokenizer.chat_template), "tokens": tokens, "input_lengths": lengths,
             "warnings": warnings}
+
+
+def _overlong(ref: str, role: str, ds, over: np.ndarray, context: int, cfg) -> str:
+    """The warning for inputs that cannot fit with room for the output: they are truncated as
+    data.overlong says, or (the default) the run stops here, before any model loads."""
+    ids = [str(ds[int(i)][cfg.data.id_column or "id"]) for i in over[:5]]
+    shown = ", ".join(ids) + (", ..." if len(over) > len(ids) else "")
+    what = (f"{ref}: {len(over)} of {len(ds)} {role} inputs (ids {shown}) leave fewer than {cfg.scope.max_new_tokens} "
+            f"tokens for the output in its {context}-token context")
+    if cfg.data.overlong == "error":
+        raise DataError(f"{what}. Shorten or drop those rows, lower scope.max_new_tokens, pick a model with a longer "
+                        "context, or set data.overlong=truncate_left (keeps the end of each input) or truncate_right "
+                        "to cut them to fit in every stage.")
+    side = "left (start cut, end kept)" if cfg.data.overlong == "truncate_left" else "right (end cut, start kept)"
+    return f"{what}; they are truncated from the {side}, as data.overlong={cfg.data.overlong} says"
 
 
 def _stats(x: np.ndarray) -> dict:

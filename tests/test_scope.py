@@ -42,11 +42,14 @@ def test_scope_skips_when_up_to_date_and_reruns_on_a_new_criterion(run_cli):
     assert "up to date" in out
 
 
-def test_scope_warns_about_inputs_that_would_be_truncated(run_cli):
-    code, out, _ = run_cli("scope", "scope.max_new_tokens=1900")  # the tiny models' context is 2048 tokens
+def test_scope_stops_on_inputs_that_cannot_fit_unless_told_to_truncate(run_cli):
+    code, _, err = run_cli("scope", "scope.max_new_tokens=1900")  # the tiny models' context is 2048 tokens
+    assert code == 2 and "inputs (ids demo1-" in err and "data.overlong=truncate_left" in err
+    assert not (run_cli.root / "scope").exists()
+    code, out, _ = run_cli("scope", "scope.max_new_tokens=1900", "data.overlong=truncate_left")
     assert code == 0
     scope = json.loads((run_cli.root / "scope" / "scope.json").read_text())
-    assert any("tiny-seq2seq" in w and "truncated" in w for w in scope["warnings"])
+    assert any("tiny-seq2seq" in w and "truncated from the left" in w for w in scope["warnings"])
     assert any("tiny-causal" in w for w in scope["warnings"])
     assert "warning:" in out
 

@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lifecycle.core.config import option, require
 from lifecycle.core.errors import DataError
@@ -39,6 +40,11 @@ class DataConfig:
     holdout: float = option(0.0, help="For data with only a train split: carve this fraction of it (seeded) "
                             "into each missing validation/test split. 0 means every split must exist.")
     limit: dict[str, int] = option({}, help="Keep the first N rows of a split, e.g. {train: 64} for a quick run.")
+    overlong: Literal["error", "truncate_left", "truncate_right"] = option(
+        "error", help="Inputs that leave less than scope.max_new_tokens of a candidate's context: error (scope stops, "
+        "naming them), or truncate_left / truncate_right: cut the input's tokens from that side until the prompt fits, "
+        "in every stage that builds prompts (scope reports how many). Training examples follow "
+        "finetune.training.max_length.")
 
     def __post_init__(self):
         require(self.path != "", "path", self.path, "`demo`, a builder name, a local path or a hub id")
@@ -57,6 +63,9 @@ def load(cfg: DataConfig, seed: int = 0):
     """Load, complete (holdout) and validate the configured splits -> DatasetDict keyed train/validation/test."""
     from datasets import DatasetDict
 
+    from lifecycle.core import prompts
+
+    prompts.set_overlong(cfg.overlong)  # every stage's prompts follow the run's policy for inputs that cannot fit
     raw = _load_raw(cfg)
     raw = _carve_holdout(raw, cfg, seed)
     missing = [name for name in cfg.splits.values() if name not in raw]
