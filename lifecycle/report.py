@@ -85,6 +85,8 @@ def build(cfg, infos: list[StageInfo], config_path: str) -> str:
                       f"From `{stage}/` ({_state_text(info)}); the plots and examples are in its section below.", ""]
         else:
             lines += [f"### {title}", "", f"*No results yet: {stage} is {_state_text(info)}.*", ""]
+    for human in sorted((Run(cfg.run).root / "ratings").glob("*/human.md")):  # `python -m lifecycle rate import`
+        lines += [_demote(human.read_text().strip(), 2), "", f"From `ratings/{human.parent.name}/`.", ""]
     for n, info in enumerate(infos, 1):
         lines += [f"## Stage {n}: {info.stage}", "", *_stage_section(info, config_path), ""]
     return "\n".join(lines).rstrip() + "\n"

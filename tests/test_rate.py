@@ -84,6 +84,10 @@ def test_export_is_blinded_and_import_unblinds(evaluated, tmp_path):
     assert result["flagged"]["base"]["unfaithful"]["value"] == 1.0 and result["flagged"]["finetune"]["unfaithful"]["k"] == 0
     assert result["rouge_agreement"]["k"] == result["rouge_agreement"]["n"] == 6
     assert (sheet / "human.md").read_text().startswith("# Human ratings: finetune vs base on test")
+    from lifecycle import report  # the run report shows the imported ratings
+
+    md, _ = report.write(cfg)
+    assert "### Human ratings: finetune vs base on test" in md.read_text()
 
 
 def _ratings_json(sheet: Path, tmp_path: Path, edit) -> Path:
