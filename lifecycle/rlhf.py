@@ -153,8 +153,8 @@ def _check_reward(cfg, run: StageRun) -> dict:
     if is_main_process():
         write_json(run.out / "reward_check.json", check)
         _plot_reward_check(check, run.out / "reward_check.png")
-    print(f"[lifecycle] reward {check['scorer']} on {check['data']}: ROC AUC {check['roc_auc']:.3f}, "
-          f"accuracy at 0.5 {check['accuracy_at_0.5']:.3f}")
+        print(f"[lifecycle] reward {check['scorer']} on {check['data']}: ROC AUC {check['roc_auc']:.3f}, "
+              f"accuracy at 0.5 {check['accuracy_at_0.5']:.3f}")
     if check["roc_auc"] < cfg.rlhf.min_reward_auc:
         raise StageError(f"the reward `{check['scorer']}` ranks the labelled set {check['data']} at ROC AUC "
                          f"{check['roc_auc']:.3f}, below rlhf.min_reward_auc {cfg.rlhf.min_reward_auc}: RL against it "

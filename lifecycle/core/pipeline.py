@@ -331,12 +331,13 @@ def _shared(decide):
     """`decide()` on the main process, its answer on every process (one process: just the call)."""
     if not _distributed():
         return decide()
+    import torch.distributed as dist
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
 
-    PartialState()  # the process group exists before the collective
+    PartialState()  # sets up the process group (gloo on CPU, nccl on GPUs) if nothing did yet
     box = [decide() if is_main_process() else None]
-    return broadcast_object_list(box, from_process=0)[0]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _now() -> str:
