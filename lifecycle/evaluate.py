@@ -89,6 +89,13 @@ def data_refs(cfg) -> list[DataConfig]:
     return refs + ([] if sample in (None, "general") else [DataConfig(path=sample)])
 
 
+def references(cfg) -> dict:
+    """Content fingerprints of those sets, in the stage's identity: editing one re-runs evaluate only."""
+    from lifecycle.core import fingerprints
+
+    return {"sets": [fingerprints.of_data(ref) for ref in data_refs(cfg)]}
+
+
 def run(cfg, run: StageRun) -> StageResult:
     best = json.loads((run.upstream("prompt") / "best.json").read_text())
     criteria = json.loads((run.upstream("scope") / "scope.json").read_text())["criteria"]
