@@ -144,6 +144,9 @@ def _fit(cfg: RewardModelConfig, rows: list[dict], folder: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lifecycle.core import quiet
+
+    quiet.setup()  # third-party notes filtered, as in `python -m lifecycle`; LIFECYCLE_VERBOSE=1 shows them
     parser = argparse.ArgumentParser(prog="python -m lifecycle.reward_model", description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(RewardModelConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, help=f.metadata["help"],
