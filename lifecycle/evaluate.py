@@ -86,7 +86,9 @@ def data_refs(cfg) -> list[DataConfig]:
     for the stage's identity."""
     refs = list(cfg.evaluate.sets.values())
     sample = cfg.evaluate.forgetting.sample
-    return refs + ([] if sample in (None, "general") else [DataConfig(path=sample)])
+    if sample is not None:
+        refs.append(DataConfig(path=str(forgetting.GENERAL) if sample == "general" else sample))
+    return refs
 
 
 def references(cfg) -> dict:

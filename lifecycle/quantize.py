@@ -6,7 +6,7 @@ LLM.int8 and 4-bit NF4 with and without double quantization. Every variant is
 reloaded from its folder and measured the same way on the same device: weight
 memory, weights on disk, load time, latency per token at batch 1, batched
 tokens/s, and quality and toxicity on the test split with the fine-tuned prompt
-(95% CIs, paired bootstrap against the reference). The smallest variant within
+(95% CIs, paired approximate-randomisation tests against the reference). The smallest variant within
 scope's budgets and quality tolerance is marked deployable and loaded once more
 with `transformers.pipeline` in a fresh process, as a user would.
 

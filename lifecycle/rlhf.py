@@ -257,7 +257,7 @@ def _report(result: dict, cfg) -> str:
     for name, s in result["scores"].items():
         sc = s["scores"]
         lines.append(f"| {name} | {systems.show_ci(sc['toxicity_mean'])} | {sc['toxicity_share']['value']:.2f} | {systems.show_ci(sc['rougeL'])} |")
-    lines += ["", "## Paired change (after - before), paired bootstrap", "", "| examples | metric | change [95% CI] | p-value |",
+    lines += ["", "## Paired change (after - before): bootstrap 95% CI, approximate-randomisation p-value", "", "| examples | metric | change [95% CI] | p-value |",
               "|---|---|---|---|"]
     for where, comparison in result["paired"].items():
         label = f"slice `{cfg.data.slice_column}`" if where == "slice" else "all"

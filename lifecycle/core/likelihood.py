@@ -80,8 +80,12 @@ def _causal_nll(model, tokenizer, seqs: list[list[int]], starts: list[int], batc
                     labels[r, tail - scored[r]:] = torch.tensor(seqs[i][len(seqs[i]) - scored[r]:])
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             # logits at column c predict the token at c + 1: keep the `tail` columns before the last one
-            out = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                        position_ids=positions.to(model.device), logits_to_keep=tail + 1)
+            inputs = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device),
+                      "position_ids": positions.to(model.device)}
+            try:
+                out = model(**inputs, logits_to_keep=tail + 1)
+            except TypeError:  # a model class without logits_to_keep: every position's logits
+                out = model(**inputs)
             logits = out.logits[:, -(tail + 1):-1].float()
             _accumulate(logits, labels.to(logits.device), rows, nll, counts)
     return nll, counts
