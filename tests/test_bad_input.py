@@ -36,7 +36,7 @@ CASES = [
     ("target-modules-not-in-model", ["select.pin={causal}", "finetune.lora.target_modules=[q_proj, nonexistent_proj]"],
      ["`finetune.lora.target_modules`", "['nonexistent_proj'] match no module", "q_proj", "all-linear"]),
     ("target-modules-not-names", ["finetune.lora.target_modules=5"],
-     ["`finetune.lora.target_modules`", "a list of str or a string"]),
+     ["`finetune.lora.target_modules`", "a list of str", "a string"]),
     ("reward-folder-missing", ["rlhf.reward={{model: {tmp}/no-such-rm, nontoxic_label: non_toxic}}"],
      ["`rlhf.reward.model`", "no-such-rm", "does not exist", "lifecycle.reward_model"]),
     ("reward-label-unknown", ["rlhf.reward={{model: {causal}, nontoxic_label: clean}}"],
