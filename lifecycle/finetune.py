@@ -70,7 +70,9 @@ class FinetuneConfig:
                 "a positive scaling")
         require(lora.get("lora_dropout") is None or 0 <= lora["lora_dropout"] < 1, "lora.lora_dropout",
                 lora.get("lora_dropout"), "a probability in [0, 1)")
-        for key in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
+        require(train.get("learning_rate") is None or train["learning_rate"] > 0, "training.learning_rate",
+                train.get("learning_rate"), "a positive learning rate")
+        for key in ("num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
             require(train.get(key) is None or train[key] > 0, f"training.{key}", train.get(key), "a positive number")
         require(self.early_stopping_patience is None or self.early_stopping_patience > 0, "early_stopping_patience",
                 self.early_stopping_patience, "a positive number of evaluations or null")
