@@ -249,7 +249,7 @@ sheet.items.forEach((it, i) => {
   const flags = k => ["unfaithful", "offensive"].map(f =>
     `<label><input type="checkbox" id="${f}-${k}-${i}"> ${f}</label>`).join(" ");
   d.innerHTML = `<h3>${i + 1}. <code>${esc(it.id)}</code></h3><pre>${esc(it.dialogue)}</pre><div class="pair">` +
-    [1, 2].map(k => `<div><b>Summary ${k}</b><div class="sum">${esc(it["summary_" + k])}</div>${flags(k)}</div>`).join("") +
+    [1, 2].map(k => `<div><b>Summary ${k}</b><div class="sum">${esc(it["summary_" + k]) || "<em>(empty summary)</em>"}</div>${flags(k)}</div>`).join("") +
     `</div><p>Better: ` + ["1", "tie", "2"].map(v => `<label><input type="radio" name="pref-${i}" id="pref-${v}-${i}"
     value="${v}"> ${v === "tie" ? "tie" : "Summary " + v}</label>`).join(" ") + `</p>`;
   box.appendChild(d);

@@ -172,6 +172,16 @@ def test_forgetting_flags_a_model_trained_to_forget(tiny_causal, tmp_path):
     assert out["systems"]["finetune"]["perplexity"] > out["systems"]["base"]["perplexity"]
 
 
+def test_lm_eval_tasks_skip_with_a_reason_when_unavailable(monkeypatch):
+    from lifecycle.config import load
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = load(str(ROOT / "configs" / "tiny.yaml"), ["evaluate.forgetting.lm_eval_tasks=[hellaswag]"])
+    out = forgetting.harness(cfg.evaluate.forgetting, {"base": "unused"})
+    assert out["tasks"] == ["hellaswag"] and ("not installed" in out["skipped"] or "offline" in out["skipped"])
+    assert forgetting.harness(load(str(ROOT / "configs" / "tiny.yaml")).evaluate.forgetting, {}) is None
+
+
 def test_shipped_general_text_sample():
     rows = [json.loads(line) for line in forgetting.GENERAL.read_text().splitlines()]
     assert 250 <= len(rows) <= 500 and len({r["text"] for r in rows}) == len(rows)

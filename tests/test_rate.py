@@ -169,7 +169,10 @@ async def _rate_in_browser(page: Path, downloads: Path, profile: Path) -> str:
             await cdp.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads), eventsEnabled=True)
             target = (await cdp.send("Target.createTarget", url=page.as_uri()))["targetId"]
             session = (await cdp.send("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
-            while await cdp.js(session, "document.readyState") != "complete":
+            # a new target starts on about:blank, already "complete": wait for the page itself
+            loaded = f"location.href === {json.dumps(page.as_uri())} && document.readyState === 'complete'"
+            deadline = time.time() + 30
+            while not await cdp.js(session, loaded) and time.time() < deadline:
                 await asyncio.sleep(0.1)
             n = await cdp.js(session, "document.querySelectorAll('.item').length")
             for i in range(n):  # prefer summary 1 on even items, tie on odd ones; flag summary 2 of item 0 as offensive

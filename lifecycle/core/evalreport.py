@@ -39,7 +39,7 @@ def markdown(ev: dict, outputs: dict, sets: dict, cfg) -> str:
 
 
 def _set_tables(results: dict, slice_column: str | None, criteria: bool) -> list[str]:
-    lines = [HEADER[:-1] + (" criteria |" if criteria else ""), "|---" * (11 + criteria) + "|"]
+    lines = [HEADER + (" criteria |" if criteria else ""), "|---" * (11 + criteria) + "|"]
     for name, s in results.items():
         sc = s["scores"]
         ppl = show_ci(sc["perplexity"]) if "perplexity" in sc else "-"
