@@ -31,7 +31,7 @@ def cli(tmp_path_factory, tiny_causal, tiny_seq2seq):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli_main([command, "--config", str(ROOT / "configs" / "tiny.yaml"), f"run.root={root}",
                              f"models.candidates=[{tiny_causal}, {tiny_seq2seq}]", f"select.pin={tiny_causal}",
-                             "evaluate.forgetting.limit=40", *overrides])
+                             "evaluate.forgetting.limit=40", "rlhf.enabled=false", *overrides])
         return code, out.getvalue(), err.getvalue()
 
     call.root = root / "tiny"
@@ -48,7 +48,7 @@ def with_set(cli):
 
 
 def test_adding_a_set_reruns_evaluate_only(with_set):
-    for stage in ("scope", "select", "prompt", "finetune", "rlhf"):
+    for stage in ("scope", "select", "prompt", "finetune"):
         assert f"[lifecycle] {stage}: up to date" in with_set, stage
     assert "stage: evaluate" in with_set
     assert "base on test: unchanged since the last evaluation, reusing its predictions" in with_set
@@ -57,7 +57,7 @@ def test_adding_a_set_reruns_evaluate_only(with_set):
 def test_a_set_is_scored_like_the_test_split(cli, with_set):
     ev = json.loads((cli.root / "evaluate" / "evaluation.json").read_text())
     val = ev["sets"]["val"]
-    assert val["examples"] == 6 and set(val["systems"]) == set(ev["systems"]) == {"base", "finetune", "rlhf"}
+    assert val["examples"] == 6 and set(val["systems"]) == set(ev["systems"]) == {"base", "finetune"}
     for name, s in val["systems"].items():
         assert len(s["per_example"]["rougeL"]) == 6 and "slice" in s
         ppl = s["scores"]["perplexity"]
@@ -86,7 +86,7 @@ def test_evaluate_runs_the_llm_judge_on_every_trained_system(cli, with_set):
     assert code == 0, err
     assert "reusing its predictions" in out  # only the judge is new
     j = json.loads((cli.root / "evaluate" / "evaluation.json").read_text())["judge"]
-    assert j["model"] == "stub" and set(j["vs_base"]) == {"finetune", "rlhf"}
+    assert j["model"] == "stub" and set(j["vs_base"]) == {"finetune"}
     assert all(r["n"] == 3 and len(r["verdicts"]) == 3 for r in j["vs_base"].values())
     assert "## LLM judge (`stub`" in (cli.root / "evaluate" / "evaluation.md").read_text()
 
@@ -104,9 +104,7 @@ def test_a_missing_set_is_skipped_with_a_notice_and_stays_up_to_date(cli, with_s
     assert code == 2 and "matches no file" in err  # without skip_missing, a missing file is an error
 
 
-def test_a_left_out_stage_is_named_with_its_reason(cli, with_set):
-    code, out, err = cli("all", "--until", "evaluate", "rlhf.enabled=false")
-    assert code == 0, err
+def test_a_left_out_stage_is_named_with_its_reason(cli, with_set):  # the fixture's run has rlhf turned off
     ev = json.loads((cli.root / "evaluate" / "evaluation.json").read_text())
     assert set(ev["systems"]) == {"base", "finetune"} and "rlhf.enabled is false" in ev["skipped"]["rlhf"]
     md = (cli.root / "evaluate" / "evaluation.md").read_text()
