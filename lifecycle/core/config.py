@@ -111,7 +111,7 @@ def library_object(cls: type, options: dict[str, Any], key: str, **fixed: Any) -
             warnings.simplefilter("ignore")
             return cls(**{**checked, **fixed})
     except (TypeError, ValueError, KeyError) as err:
-        said = " ".join(str(err).split())
+        said = " ".join(str(err).split()).rstrip(".")
         named = [name for name in options if re.search(rf"\b{re.escape(name)}\b", said)]
         if not named:  # messages like "cosin is not a valid SchedulerType" name the value, not the key
             named = [name for name, value in options.items() if isinstance(value, (str, int, float))

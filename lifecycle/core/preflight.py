@@ -66,7 +66,7 @@ def _qlora(cfg) -> None:
 
 def _file(path: str | None, key: str, what: str) -> None:
     if path is not None and not Path(path).expanduser().is_file():
-        raise ConfigError(key, path, f"{what}; no such file (relative paths start from {Path.cwd()})")
+        raise ConfigError(key, path, f"{what}; no such file{_from_cwd(path)}")
 
 
 def _scorer(ref, key: str) -> None:
@@ -84,13 +84,17 @@ def _scorer(ref, key: str) -> None:
         return
     if not (folder / "config.json").is_file():
         state = "is a folder without config.json" if folder.is_dir() else "does not exist"
-        raise ConfigError(where, scorer.model, f"a save_pretrained classifier folder, but `{folder}` {state} "
-                          f"(relative paths start from {Path.cwd()}). Train one with `python -m lifecycle.reward_model "
+        raise ConfigError(where, scorer.model, f"a save_pretrained classifier folder, but `{folder}` {state}"
+                          f"{_from_cwd(scorer.model)}. Train one with `python -m lifecycle.reward_model "
                           f"--data labels.jsonl --out {scorer.model}`, fix the path, or use profanity-check")
     labels = {str(v) for v in models.load_config(str(folder)).id2label.values()}  # reads config.json only
     if scorer.nontoxic_label not in labels:
         raise ConfigError(f"{key}.nontoxic_label", scorer.nontoxic_label,
                           f"one of the labels of `{scorer.model}`: {sorted(labels)}")
+
+
+def _from_cwd(path: str) -> str:
+    return "" if Path(path).expanduser().is_absolute() else f" (relative paths start from {Path.cwd()})"
 
 
 def _looks_local(ref: str) -> bool:
