@@ -112,9 +112,11 @@ def run(cfg, run: StageRun) -> StageResult:
                 scfg, run, set_name, name, path, origin, prompt, split, scorer, model, previous)
         if general:
             general_nll[name] = forgetting.measure(cfg, name, model, path, origin, general, previous)
-    for set_results in results.values():
+    for set_name, set_results in results.items():
         for name, s in set_results.items():
-            s["vs_base"] = {} if name == "base" else systems.compare(set_results["base"], s, cfg.metrics.bootstrap, cfg.run.seed)
+            s["vs_base"] = {} if name == "base" else {
+                **systems.compare(set_results["base"], s, cfg.metrics.bootstrap, cfg.run.seed),
+                **systems.compare_corpus(outputs[set_name]["base"], outputs[set_name][name], cfg.metrics.bootstrap)}
     forgot = forgetting.summarise(general_nll, general, cfg, criteria) if general else None
     for name, s in results["test"].items():
         s["criteria"] = _criteria(s, criteria) | ({"max_general_nll_increase": forgot["pass"][name]} if forgot else {})

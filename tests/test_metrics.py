@@ -225,6 +225,16 @@ def test_corpus_bleu_chrf_interval_is_sacrebleus_own(pairs):
     assert est.high == pytest.approx(r.mean + r.ci)
 
 
+def test_corpus_paired_test_is_sacrebleus_approximate_randomisation(pairs):
+    preds, refs = pairs
+    same = metrics.corpus_paired_test(preds, preds, refs, n_boot=200)
+    assert same["bleu"]["delta"] == 0 and same["bleu"]["p_value"] == 1.0 and same["chrf"]["p_value"] == 1.0
+    worse = [" ".join(p.split()[:3]) for p in preds]  # much shorter outputs: BLEU and chrF drop for sure
+    out = metrics.corpus_paired_test(preds, worse, refs, n_boot=200)
+    assert out["bleu"]["delta"] < 0 and out["chrf"]["delta"] < 0
+    assert out["bleu"]["p_value"] == pytest.approx(1 / 201) and out["chrf"]["test"] == "approximate randomisation (sacrebleu)"
+
+
 def test_ratio_ci_is_a_corpus_perplexity_with_an_interval():
     nll, tokens = np.array([2.0, 4.0, 9.0, 1.0]), np.array([1, 2, 3, 1])
     est = metrics.ratio_ci(nll, tokens, n_boot=500, transform=np.exp)

@@ -53,7 +53,7 @@ def _set_tables(results: dict, slice_column: str | None, criteria: bool) -> list
     compared = {n: s for n, s in results.items() if s["vs_base"]}
     if compared:
         lines += ["Paired comparison with the base model (same examples; change with its 95% bootstrap CI, p from "
-                  "an approximate-randomisation test; `nll` is the reference's mean token NLL, lower is better):", "",
+                  "an approximate-randomisation test, sacrebleu's for corpus BLEU/chrF; `nll` is the reference's mean token NLL, lower is better):", "",
                   "| system | metric | change [95% CI] | p-value |", "|---|---|---|---|"]
         lines += [f"| {n} | {m} | {show_change(d)} | {d['p_value']:.3f} |" for n, s in compared.items()
                   for m, d in s["vs_base"].items()]

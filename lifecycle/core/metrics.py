@@ -157,6 +157,27 @@ def paired_test(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0)
             "test": "approximate randomisation"}
 
 
+def corpus_paired_test(a: list[str], b: list[str], references: list[str], n_boot: int = 1000) -> dict:
+    """Corpus BLEU and chrF of system b against a on the same examples: the change, and the p-value of
+    sacrebleu's own paired approximate-randomisation test (`sacrebleu.significance.PairedTest`,
+    test_type="ar"), which shuffles whole sentences' sufficient statistics between the systems.
+    sacrebleu counts only shuffles whose difference is strictly larger than the observed one (the
+    multeval convention), so identical outputs would get its smallest p-value: they get 1 here."""
+    from sacrebleu.significance import PairedTest
+
+    _check_pairs(a, references)
+    _check_pairs(b, references)
+    if list(a) == list(b):
+        return {key: {"delta": 0.0, "p_value": 1.0, "test": "approximate randomisation (sacrebleu)"} for key in ("bleu", "chrf")}
+    logging.getLogger("sacrebleu").setLevel(logging.WARNING)
+    test = PairedTest([("a", a), ("b", b)], {"bleu": sacrebleu.BLEU(), "chrf": sacrebleu.CHRF()}, [references],
+                      test_type="ar", n_samples=n_boot)
+    _, results = test()
+    return {key: {"delta": float(results[name][1].score - results[name][0].score),
+                  "p_value": float(results[name][1].p_value), "test": "approximate randomisation (sacrebleu)"}
+            for key, name in (("bleu", "BLEU"), ("chrf", "chrF2"))}
+
+
 def preference(wins: int, ties: int, losses: int) -> dict:
     """A pairwise preference (human or judge ratings of B against A) with 95% CIs.
 

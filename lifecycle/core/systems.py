@@ -76,13 +76,22 @@ def compare(base: dict, other: dict, n_boot: int, seed: int, mask: np.ndarray | 
                                    n_boot, seed) for m in PAIRED if m in base["per_example"] and m in other["per_example"]}
 
 
+def compare_corpus(base: list[generate.Generation], other: list[generate.Generation], n_boot: int) -> dict:
+    """Corpus BLEU and chrF of `other` against `base` on the same examples, with sacrebleu's paired
+    approximate-randomisation p-value (a corpus score has no per-example values to pair)."""
+    return metrics.corpus_paired_test([g.prediction for g in base], [g.prediction for g in other],
+                                      [g.reference for g in base], n_boot)
+
+
 def show_ci(est: dict) -> str:
     """An estimate as reports print it: `value [low, high]`."""
     return f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]"
 
 
 def show_change(d: dict) -> str:
-    """A paired change as reports print it: `+delta [+low, +high]`."""
+    """A paired change as reports print it: `+delta [+low, +high]` (corpus scores: `+delta (corpus)`)."""
+    if "low" not in d:
+        return f"{d['delta']:+.3f} (corpus)"
     return f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
