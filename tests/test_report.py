@@ -61,13 +61,14 @@ def test_report_of_a_partial_run_lists_what_has_not_run(run_cli):
 def test_report_marks_stale_and_failed_stages_and_refuses_without_a_run(run_cli):
     code, _, err = run_cli("report")
     assert code == 2 and "nothing to report" in err and "Traceback" not in err
-    assert run_cli("scope")[0] == 0
-    assert run_cli("select", "select.pin=no-such-model")[0] == 2
-    code, _, err = run_cli("report", "scope.criteria.min_rougeL=0.5")
+    tight = "scope.criteria.max_memory_mb=0.001"  # no candidate fits: select fails inside the stage
+    assert run_cli("scope", tight)[0] == 0
+    assert run_cli("select", tight)[0] == 2
+    code, _, err = run_cli("report", tight, "scope.criteria.min_rougeL=0.5")
     md = (run_cli.root / "report.md").read_text()
     assert code == 0, err
     assert "| stale: its config changed since it ran |" in md and "- Stale (re-run with" in md
-    assert "| failed: StageError: select.pin = `no-such-model`" in md and "Error: `StageError:" in md
+    assert "| failed: StageError: no candidate is within scope's budgets" in md and "Error: `StageError:" in md
 
 
 def test_html_escapes_what_the_models_wrote(tmp_path):

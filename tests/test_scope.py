@@ -31,7 +31,7 @@ def test_scope_skips_when_up_to_date_and_reruns_on_a_new_criterion(run_cli):
     assert run_cli("scope")[0] == 0
     first = (run_cli.root / "scope" / MANIFEST).read_text()
     code, out, _ = run_cli("scope")
-    assert code == 0 and "up to date" in out and "skipped" in out
+    assert code == 0 and "up to date" in out and "not run again" in out
     assert (run_cli.root / "scope" / MANIFEST).read_text() == first
     _, out, _ = run_cli("status", "scope.criteria.min_rougeL=0.3")
     assert "stale" in out and "config changed" in out
