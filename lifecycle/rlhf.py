@@ -23,8 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lifecycle.core import data, metrics, models, prompts, systems
-from lifecycle.core.config import CHECK_ONLY, check_types, library_object, option, require
+from lifecycle.core import data, degenerate, metrics, models, prompts, rl_health, systems
+from lifecycle.core.splice import SpliceConfig
+from lifecycle.core.config import CHECK_ONLY, check_types, library_object, option, require, to_dict
 from lifecycle.core.errors import StageError
 from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
 from lifecycle.core.plots import figure, save
@@ -65,6 +66,10 @@ class RlhfConfig:
     lora: dict[str, Any] = option(LORA, help="peft.LoraConfig options of the RL adapter, merged onto these defaults.")
     training: dict[str, Any] = option(TRAINING, help="trl.GRPOConfig / RLOOConfig options (beta is the KL coefficient), "
                                       "merged onto these defaults.")
+    splice: SpliceConfig | None = option(None, help="Splice one toxic turn (a pool written for the project) into a "
+                                         "share of the training prompts, e.g. {share: 0.5}: RL needs prompts where "
+                                         "the SFT model still copies insults. References stay the neutral originals.")
+    kl_budget: float = option(0.1, help="KL to the SFT model past which the run is flagged as drifting (reward hacking).")
     eval_limit: int | None = option(None, help="Test examples for the before/after comparison (default: all).")
     batch_size: int = option(8, help="Prompts generated together for the before/after comparison.")
 
@@ -115,8 +120,13 @@ def references(cfg) -> dict:
     from lifecycle.core import fingerprints
     from lifecycle.core.toxicity import probe_path
 
-    return {"reward": fingerprints.of_scorer(cfg.rlhf.reward),
+    from lifecycle.core.splice import POOL
+
+    refs = {"reward": fingerprints.of_scorer(cfg.rlhf.reward),
             "reward_check": fingerprints.of_file(probe_path(cfg.rlhf.reward_check))}
+    if cfg.rlhf.splice:
+        refs["splice_pool"] = fingerprints.of_file(POOL if cfg.rlhf.splice.pool == "demo" else cfg.rlhf.splice.pool)
+    return refs
 
 
 def run(cfg, run: StageRun) -> StageResult:
@@ -142,9 +152,22 @@ def run(cfg, run: StageRun) -> StageResult:
     _plot_training(history, run.out / "rl_curves.png")
     shutil.move(checkpoints / "runs", run.out / "logs")
     shutil.rmtree(checkpoints, ignore_errors=True)
-    comparison = _before_after(cfg, str(sft / "model"), str(run.out / "model"), prompt, splits["test"], check, run)
-    return StageResult(metrics={**comparison["headline"], "reward_roc_auc": check["roc_auc"]},
-                       summary=comparison["summary"])
+    health = {"signals": rl_health.summary(history), "red_flags": rl_health.red_flags(
+        history, cfg.rlhf.training.get("max_completion_length", 256), cfg.rlhf.kl_budget)}
+    for flag in health["red_flags"]:
+        print(f"[lifecycle] rlhf warning: {flag}")
+    comparison = _before_after(cfg, str(sft / "model"), str(run.out / "model"), prompt, splits["test"], check, health, run)
+    return StageResult(metrics={**comparison["headline"], "reward_roc_auc": check["roc_auc"],
+                                "red_flags": len(health["red_flags"])}, summary=comparison["summary"])
+
+
+def judges(cfg) -> dict:
+    """The scorers the before/after is judged by: the run's toxicity metric, and the reward too when it
+    is another scorer. A judge that is the reward itself cannot tell detox from a Goodhart win."""
+    found = {"judge": cfg.metrics.toxicity}
+    if to_dict(cfg.rlhf.reward) != to_dict(cfg.metrics.toxicity):
+        found["reward"] = cfg.rlhf.reward
+    return found
 
 
 def _check_reward(cfg, run: StageRun) -> dict:
@@ -193,15 +216,20 @@ def length_reward(summary: str, reference: str) -> float:
 
 
 def _trainer(cfg, policy: str, template: str, train, tokenizer, run: StageRun):
+    from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+    from lifecycle.core import splice
+
     if cfg.rlhf.prompts == "slice" and cfg.data.slice_column:
         train = train.filter(lambda row: row[cfg.data.slice_column])
-    dataset = train.map(lambda row: {"prompt": prompts.training_example(tokenizer, template, row[cfg.data.input_column],
-                                                                        row[cfg.data.target_column])["prompt"],
-                                     "reference": row[cfg.data.target_column]},
-                        remove_columns=train.column_names)
+    dialogues, references = list(train[cfg.data.input_column]), list(train[cfg.data.target_column])
+    if cfg.rlhf.splice:
+        dialogues, _ = splice.spliced(dialogues, splice.load_pool(cfg.rlhf.splice.pool), cfg.rlhf.splice.share, cfg.run.seed)
+    dataset = Dataset.from_dict({
+        "prompt": [prompts.training_example(tokenizer, template, d, r)["prompt"] for d, r in zip(dialogues, references)],
+        "reference": references})
     funcs, weights = rewards(load_scorer(cfg.rlhf.reward), cfg.rlhf.weights, cfg.rlhf.reward_output)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if cfg.rlhf.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     device = models.pick_device(cfg.models.device)
@@ -213,28 +241,38 @@ def _trainer(cfg, policy: str, template: str, train, tokenizer, run: StageRun):
                        peft_config=LoraConfig(task_type="CAUSAL_LM", **cfg.rlhf.lora))
 
 
-def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, check: dict, run: StageRun) -> dict:
-    """SFT vs RLHF on the held-out test split: toxicity and ROUGE-L with CIs and paired tests."""
+def _before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, check: dict, health: dict,
+                  run: StageRun) -> dict:
+    """SFT vs RLHF on the held-out test split: toxicity and ROUGE-L with CIs and paired tests, under the
+    run's toxicity metric (and the reward when it differs), degenerate-output checks, and RL health."""
     if cfg.rlhf.eval_limit:
         test = test.select(range(min(cfg.rlhf.eval_limit, len(test))))
-    scorer = load_scorer(cfg.metrics.toxicity)
     n_boot = cfg.metrics.bootstrap
     out = {name: systems.predict(cfg, path, prompt, test, cfg.rlhf.batch_size, f"rlhf {name}")
            for name, path in (("before", sft_path), ("after", rl_path))}
-    scored = {name: systems.score(cfg, o, scorer, test, n_boot) for name, o in out.items()}
+    scorers = {role: load_scorer(ref) for role, ref in judges(cfg).items()}
+    scored = {name: systems.score(cfg, o, scorers["judge"], test, n_boot) for name, o in out.items()}
     paired = {"all": systems.compare(scored["before"], scored["after"], n_boot, cfg.run.seed)}
     mask = np.array(test[cfg.data.slice_column], dtype=bool) if cfg.data.slice_column else None
     if mask is not None and mask.any():
         paired["slice"] = systems.compare(scored["before"], scored["after"], n_boot, cfg.run.seed, mask)
+    if "reward" in scorers:  # the optimised scorer's view, next to the judge's
+        by_reward = {name: systems.score(cfg, o, scorers["reward"], test, n_boot) for name, o in out.items()}
+        paired["all, by the reward"] = {"toxicity": systems.compare(by_reward["before"], by_reward["after"], n_boot,
+                                                                    cfg.run.seed)["toxicity"]}
     result = {"test_examples": len(test), "scores": {k: {m: v for m, v in s.items() if m != "per_example"}
                                                       for k, s in scored.items()},
               "paired": paired, "examples": _examples(out, scored, mask),
-              "reward_check": {k: v for k, v in check.items() if k != "histogram"}}
+              "judges": {role: scorer.name for role, scorer in scorers.items()}, "judge_is_reward": "reward" not in scorers,
+              "degenerate": {name: degenerate.checks([g.prediction for g in o]) for name, o in out.items()},
+              "health": health, "reward_check": {k: v for k, v in check.items() if k != "histogram"}}
+    result["degenerate_worse"] = degenerate.worse(result["degenerate"]["before"], result["degenerate"]["after"])
     write_json(run.out / "before_after.json", result)
     (run.out / "rlhf.md").write_text(_report(result, cfg))
     where = "slice" if "slice" in paired else "all"
     tox, rouge = paired[where]["toxicity"], paired["all"]["rougeL"]
     headline = {"toxicity_delta": round(tox["delta"], 4), "toxicity_p": tox["p_value"], "toxicity_on": where,
+                "judge_is_reward": result["judge_is_reward"], "degenerate_worse": result["degenerate_worse"],
                 "rougeL_delta": round(rouge["delta"], 4), "rougeL_delta_low": round(rouge["low"], 4),
                 "rougeL_delta_high": round(rouge["high"], 4)}
     summary = (f"toxicity ({where}) {systems.show_change(tox)} p={tox['p_value']:.3f}; "
@@ -263,6 +301,20 @@ def _report(result: dict, cfg) -> str:
         label = f"slice `{cfg.data.slice_column}`" if where == "slice" else "all"
         for m, d in comparison.items():
             lines.append(f"| {label} | {m} | {systems.show_change(d)} | {d['p_value']:.3f} |")
+    judged = result["judges"]
+    lines += ["", f"Judged by `{judged['judge']}` (metrics.toxicity)" + (
+        f" and by the reward `{judged['reward']}`." if "reward" in judged else
+        ", which is also the reward RL optimised: a drop here can be a Goodhart win rather than detox. Set "
+        "metrics.toxicity to an independent scorer (a classifier) to rule that out.")]
+    lines += ["", "## Degenerate-output checks", "", "| model | empty | repetition (trigrams) | distinct-1 | distinct-2 |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {name} | {d['empty_share']:.3f} | {d['repetition']:.3f} | {d['distinct_1']:.3f} | {d['distinct_2']:.3f} |"
+              for name, d in result["degenerate"].items()]
+    lines += ["", ("Worse after RL: " + ", ".join(result["degenerate_worse"]) + ".") if result["degenerate_worse"]
+              else "None worse after RL (tolerance 0.02)."]
+    lines += ["", "## RL health (first vs last quarter of the steps)", "", "| signal | first | last |", "|---|---|---|"]
+    lines += [f"| {rl_health.SIGNALS[k]} | {v['first']:.4g} | {v['last']:.4g} |" for k, v in result["health"]["signals"].items()]
+    lines += [""] + ([f"- **Red flag:** {f}" for f in result["health"]["red_flags"]] or ["No red flags."])
     rc = result["reward_check"]
     lines += ["", f"## Reward check: `{rc['scorer']}` on {rc['data']} ({rc['examples']} labelled texts)", "",
               f"ROC AUC {rc['roc_auc']:.3f}, accuracy at 0.5 {rc['accuracy_at_0.5']:.3f}, mean score toxic "
