@@ -42,6 +42,11 @@ def test_one_grpo_run_writes_artifacts(completed_run):
     assert any("rewards/non_toxicity/mean" in h for h in log) and any("kl" in h for h in log)
     result = json.loads((folder / "before_after.json").read_text())
     assert set(result["scores"]) == {"before", "after"} and "all" in result["paired"]
+    assert result["judges"] == {"judge": "profanity-check"} and result["judge_is_reward"] is True
+    assert set(result["degenerate"]["before"]) == {"empty_share", "repetition", "distinct_1", "distinct_2"}
+    assert {"kl", "entropy", "completions/clipped_ratio"} <= set(result["health"]["signals"])
+    md = (folder / "rlhf.md").read_text()
+    assert "which is also the reward RL optimised" in md and "## RL health" in md and "## Degenerate-output checks" in md
 
 
 def test_a_reward_that_cannot_rank_stops_before_rl(clone_run):
