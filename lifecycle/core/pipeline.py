@@ -209,9 +209,10 @@ def execute(cfg, stage: str, how: Invocation | str, force: bool = False) -> dict
             return run.manifest(stage)
         if main:
             print(f"\n===== [lifecycle] stage: {stage}  ·  run: {run.root}  ·  {_now()} =====")
-            for up, why in plan.skipped.items():
+            for why in plan.skipped.values():
                 print(f"[lifecycle] {stage}: leaving out {why}")
-            run.begin(stage, fingerprint([config_hash(cfg, stage), plan.references, plan.consumed]),
+            produced_by = {up: entry["produced"] for up, entry in plan.consumed.items()}
+            run.begin(stage, fingerprint([config_hash(cfg, stage), plan.references, produced_by]),
                       resumable=getattr(mod, "RESUMABLE", False))
         _wait_for_everyone()
         base = _base(cfg, stage, how, force, plan)
