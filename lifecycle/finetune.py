@@ -245,7 +245,8 @@ def _plot_loss(history: list[dict], path) -> None:
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss (validation)")
     ax.set(xlabel="step", ylabel="loss (completion tokens)", title="fine-tuning loss")
-    ax.legend()
+    if train or evals:  # a run shorter than logging_steps logged no loss
+        ax.legend()
     save(fig, path)
 
 
