@@ -29,7 +29,7 @@ def check(cfg, stages) -> None:
     for ref in cfg.models.candidates:
         if ref not in models.PACKAGED:
             models.resolve(ref)  # a missing local folder or a malformed name; no download
-    rlhf = "rlhf" in stages and getattr(cfg.rlhf, "enabled", True)
+    rlhf = "rlhf" in stages and cfg.rlhf.enabled
     if "finetune" in stages:
         _qlora(cfg)
         _target_modules(cfg, "finetune.lora.target_modules", cfg.finetune.lora.get("target_modules"))
