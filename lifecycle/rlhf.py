@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lifecycle.core import data, degenerate, metrics, models, prompts, rl_health, systems
+from lifecycle.core import data, degenerate, metrics, models, prompts, rl_health, splice, systems
 from lifecycle.core.splice import SpliceConfig
 from lifecycle.core.config import CHECK_ONLY, check_types, library_object, option, require, to_dict
 from lifecycle.core.errors import StageError
@@ -120,12 +120,10 @@ def references(cfg) -> dict:
     from lifecycle.core import fingerprints
     from lifecycle.core.toxicity import probe_path
 
-    from lifecycle.core.splice import POOL
-
     refs = {"reward": fingerprints.of_scorer(cfg.rlhf.reward),
             "reward_check": fingerprints.of_file(probe_path(cfg.rlhf.reward_check))}
     if cfg.rlhf.splice:
-        refs["splice_pool"] = fingerprints.of_file(POOL if cfg.rlhf.splice.pool == "demo" else cfg.rlhf.splice.pool)
+        refs["splice_pool"] = fingerprints.of_file(splice.POOL if cfg.rlhf.splice.pool == "demo" else cfg.rlhf.splice.pool)
     return refs
 
 
@@ -219,8 +217,6 @@ def _trainer(cfg, policy: str, template: str, train, tokenizer, run: StageRun):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-    from lifecycle.core import splice
 
     if cfg.rlhf.prompts == "slice" and cfg.data.slice_column:
         train = train.filter(lambda row: row[cfg.data.slice_column])
