@@ -1,6 +1,6 @@
 """Deployment variants: weight memory, tokens/s and latency of int8 and NF4 against the
 unquantized model in fp32 and in bf16, measured by the quantize stage's own harness
-(`quantize.build_variant` + `quantize.measure`: saved, reloaded, generated from).
+(`quantization.build` + `measure.measure`: saved, reloaded, generated from).
 
     .venv/bin/python benchmarks/bench_quantize.py --examples 8        (make bench runs it)
 
@@ -26,9 +26,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=8)
     args = parser.parse_args()
 
-    from lifecycle import quantize
     from lifecycle.config import load
-    from lifecycle.core import data, models
+    from lifecycle.core import data, measure, models, quantization
     from lifecycle.core.prompts import TEMPLATES
     from lifecycle.core.toxicity import load_scorer
 
@@ -39,12 +38,12 @@ def main() -> None:
         cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"models.dtype={dtype}", f"quantize.limit={args.examples}"])
         device = models.pick_device(cfg.models.device)
         test = data.load(cfg.data, cfg.run.seed)["test"].select(range(args.examples))
-        texts, gen_config = quantize._prompts(cfg, path, prompt, test)
+        texts, gen_config = measure.latency_prompts(cfg, path, prompt, test)
         folder = Path(tempfile.mkdtemp()) / name
-        with quantize._quiet_bitsandbytes():
-            quantize_s = quantize.build_variant(path, name, cfg.quantize, dtype, device, folder, gen_config, prompt)
-            row, _ = quantize.measure(cfg, folder, name, device, texts, test, prompt, gen_config,
-                                      load_scorer(cfg.metrics.toxicity))
+        with quantization.quiet_bitsandbytes():
+            quantize_s = quantization.build(path, name, cfg.quantize, dtype, device, folder, gen_config, prompt)
+            row, _ = measure.measure(cfg, folder, name, device, texts, test, prompt, gen_config,
+                                     load_scorer(cfg.metrics.toxicity))
         rows.append({"variant": name, "dtype": row["dtype"], "device": device, "memory_mb": row["memory_mb"],
                      "disk_mb": row["disk_mb"], "tokens_per_s": row["tokens_per_s"],
                      "latency_ms_per_token": row["latency_ms_per_token"], "quantize_s": quantize_s,

@@ -6,13 +6,13 @@ bitsandbytes' 4-bit CPU kernel (AVX512-BF16) packs weights in 64-wide blocks, so
 variants run on a 64-wide model here; the suite's 32-wide models show the error it gives."""
 
 import json
+import weakref
 
 import pytest
 import torch
 
-from lifecycle import quantize
 from lifecycle.config import load
-from lifecycle.core import models
+from lifecycle.core import deployable, models, pipeline_check, quantization
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.store import MANIFEST
 from tests.conftest import ROOT, tiny_llama
@@ -32,25 +32,28 @@ def _avx512bf16() -> bool:
     return has_avx512bf16()
 
 
-@pytest.mark.parametrize("variant", list(quantize.VARIANTS))
-def test_each_variant_saves_and_reloads_with_its_quantization_config(variant, tiny_causal_64, tmp_path):
+@pytest.mark.parametrize("variant", list(quantization.VARIANTS))
+def test_each_variant_saves_and_reloads_with_its_quantization_config(variant, tiny_causal_64, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     qcfg = load(TINY).quantize
     out = tmp_path / variant
-    seconds = quantize.build_variant(tiny_causal_64, variant, qcfg, "float32", "cpu", out)
+    built, load_variant = [], quantization.load
+    monkeypatch.setattr(quantization, "load", lambda *args: built.append(weakref.ref(m := load_variant(*args))) or m)
+    seconds = quantization.build(tiny_causal_64, variant, qcfg, "float32", "cpu", out)
     assert seconds > 0 and {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert len(built) == 1 and built[0]() is None  # released: nothing holds the built model once it is saved
     reloaded = AutoModelForCausalLM.from_pretrained(out, device_map="cpu")  # a plain from_pretrained, nothing else
     quant = getattr(reloaded.config, "quantization_config", None)
-    expected = quantize.VARIANTS[variant]
+    expected = quantization.VARIANTS[variant]
     if expected is None:
         assert quant is None and reloaded.dtype == torch.float32
     else:
         quant = quant.to_dict() if not isinstance(quant, dict) else quant
         assert {k: quant[k] for k in expected} == expected  # 8/4 bit, NF4, double quant survive the round trip
     # the saved weights are exactly what quantizing the source gives (nothing scrambled on the way to disk)
-    fresh = quantize._load(tiny_causal_64, variant, "cpu", "float32",
-                           quantize.quantization_config(variant, qcfg, "float32", "cpu"))
+    fresh = quantization.load(tiny_causal_64, variant, "cpu", "float32",
+                              quantization.quantization_config(variant, qcfg, "float32", "cpu"))
     reference = models.load_model(tiny_causal_64, "cpu")
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     with torch.inference_mode():
@@ -71,7 +74,7 @@ CRITERIA = {"max_quality_drop": 0.01, "max_memory_mb": 100.0, "max_latency_ms_pe
 def test_deployable_is_the_smallest_variant_meeting_scope_criteria():
     rows = {"reference": _row(0.30, 120, 20), "int8": _row(0.295, 60, 40), "nf4": _row(0.25, 35, 30),
             "nf4-nodq": _row(0.292, 38, 30)}
-    decision = quantize.choose_deployable(rows, CRITERIA)
+    decision = deployable.choose(rows, CRITERIA)
     assert decision["variant"] == "nf4-nodq"  # nf4 is smaller but loses 0.05 ROUGE-L
     assert decision["failures"] == {"reference": ["max_memory_mb (120 > 100)"],
                                     "nf4": ["max_quality_drop (0.05 > 0.01)"]}
@@ -79,12 +82,12 @@ def test_deployable_is_the_smallest_variant_meeting_scope_criteria():
     assert "smallest weight memory (38 MiB)" in decision["reason"]
     # a variant better than the reference (negative drop) is fine; ties in memory go to the better quality
     rows = {"reference": _row(0.30, 90, 20), "int8": _row(0.31, 50, 20), "nf4": _row(0.305, 50, 20)}
-    assert quantize.choose_deployable(rows, CRITERIA)["variant"] == "int8"
+    assert deployable.choose(rows, CRITERIA)["variant"] == "int8"
 
 
 def test_no_deployable_variant_says_which_criterion_fails_for_each():
     rows = {"reference": _row(0.30, 120, 20), "int8": _row(0.30, 60, 80), "nf4": _row(0.20, 35, 30)}
-    decision = quantize.choose_deployable(rows, CRITERIA)
+    decision = deployable.choose(rows, CRITERIA)
     assert decision["variant"] is None
     assert decision["failures"] == {"reference": ["max_memory_mb (120 > 100)"],
                                     "int8": ["max_latency_ms_per_token (80 > 50)"],
@@ -93,45 +96,45 @@ def test_no_deployable_variant_says_which_criterion_fails_for_each():
 
 
 def test_clear_error_when_bitsandbytes_cannot_run_a_variant(monkeypatch, tiny_causal_64, tmp_path):
-    monkeypatch.setattr(quantize, "bitsandbytes_problem",
+    monkeypatch.setattr(quantization, "problem",
                         lambda name, path, device: "no kernel for this device" if name == "nf4" else None)
-    with pytest.raises(quantize.QuantizeError) as err:
-        quantize.build_variant(tiny_causal_64, "nf4", load(TINY).quantize, "float32", "cpu", tmp_path / "nf4")
+    with pytest.raises(quantization.QuantizeError) as err:
+        quantization.build(tiny_causal_64, "nf4", load(TINY).quantize, "float32", "cpu", tmp_path / "nf4")
     message = str(err.value)
     assert "variant `nf4` cannot run on cpu: no kernel for this device" in message
     assert "Drop it from quantize.variants" in message and "GPU" in message
     assert not (tmp_path / "nf4").exists()  # nothing half-written
     # the stage checks every configured variant first and names all that cannot run, once per reason
-    several = str(quantize._cannot({"nf4": "too narrow", "nf4-nodq": "too narrow"}, "cpu", ["reference", "int8"]))
+    several = str(quantization.cannot({"nf4": "too narrow", "nf4-nodq": "too narrow"}, "cpu", ["reference", "int8"]))
     assert several.startswith("quantize variants `nf4`, `nf4-nodq` cannot run on cpu: too narrow. Drop them")
     assert "quantize.variants=[reference, int8]" in several
 
 
 def test_failing_kernel_becomes_the_same_clear_error(monkeypatch, tiny_causal_64, tmp_path):
-    monkeypatch.setattr(quantize, "bitsandbytes_problem", lambda *args: None)
+    monkeypatch.setattr(quantization, "problem", lambda *args: None)
 
     def broken(model):
         raise RuntimeError("CUDA kernel missing")
 
-    monkeypatch.setattr(quantize, "_smoke_forward", broken)
-    with pytest.raises(quantize.QuantizeError, match=r"`int8` cannot run on cpu: bitsandbytes failed with "
-                                                     r"RuntimeError: CUDA kernel missing\. Drop it"):
-        quantize.build_variant(tiny_causal_64, "int8", load(TINY).quantize, "float32", "cpu", tmp_path / "int8")
+    monkeypatch.setattr(quantization, "_smoke_forward", broken)
+    with pytest.raises(quantization.QuantizeError, match=r"`int8` cannot run on cpu: bitsandbytes failed with "
+                                                         r"RuntimeError: CUDA kernel missing\. Drop it"):
+        quantization.build(tiny_causal_64, "int8", load(TINY).quantize, "float32", "cpu", tmp_path / "int8")
 
 
 @pytest.mark.skipif(not _avx512bf16(), reason="bitsandbytes' 64-wide 4-bit CPU packing is the AVX512-BF16 path only")
 def test_4bit_on_a_too_narrow_model_names_the_layer(tiny_causal, tmp_path):
-    with pytest.raises(quantize.QuantizeError, match=r"variant `nf4` cannot run on cpu: .*multiple of 64.*"
-                                                     r"`model\.layers\.0\.self_attn\.q_proj`, 32 -> 32"):
-        quantize.build_variant(tiny_causal, "nf4", load(TINY).quantize, "float32", "cpu", tmp_path / "nf4")
-    assert quantize.bitsandbytes_problem("int8", tiny_causal, "cpu") is None
+    with pytest.raises(quantization.QuantizeError, match=r"variant `nf4` cannot run on cpu: .*multiple of 64.*"
+                                                         r"`model\.layers\.0\.self_attn\.q_proj`, 32 -> 32"):
+        quantization.build(tiny_causal, "nf4", load(TINY).quantize, "float32", "cpu", tmp_path / "nf4")
+    assert quantization.problem("int8", tiny_causal, "cpu") is None
 
 
 def test_seq2seq_variant_loads_in_a_fresh_process(tiny_seq2seq, tmp_path):
     """transformers 5 has no text2text pipeline: a T5 deployable is checked with its model class."""
     out = tmp_path / "int8"
-    quantize.build_variant(tiny_seq2seq, "int8", load(TINY).quantize, "float32", "cpu", out)
-    check = quantize.pipeline_check(out, "Summarize: #Person1#: Hello. #Person2#: Hi.", "cpu")
+    quantization.build(tiny_seq2seq, "int8", load(TINY).quantize, "float32", "cpu", out)
+    check = pipeline_check.check(out, "Summarize: #Person1#: Hello. #Person2#: Hi.", "cpu")
     assert check["ok"] and check["loader"] == "AutoModelForSeq2SeqLM + generate" and isinstance(check["summary"], str)
 
 
@@ -150,6 +153,8 @@ def test_bad_quantize_options(override, fragment):
 
 
 def test_lifecycle_ends_in_a_measured_deployable_variant(run_cli, tiny_causal_64):
+    from huggingface_hub import ModelCard
+
     variants = ["reference", "int8", "nf4", "nf4-nodq"]
     args = ("all", f"models.candidates=[{tiny_causal_64}]", f"quantize.variants=[{', '.join(variants)}]",
             "quantize.check_pipeline=true", "scope.criteria.max_quality_drop=1.0")
@@ -174,14 +179,19 @@ def test_lifecycle_ends_in_a_measured_deployable_variant(run_cli, tiny_causal_64
         final = str(folder / "variants" / name)
         assert f'AutoModelForCausalLM.from_pretrained("{final}")' in card and "pipeline(\"text-generation\"" in card
         assert run_cli.root.name in card and "manifest sha256" in card
+        metadata = ModelCard.load(folder / "variants" / name / "README.md").data
+        assert metadata.pipeline_tag == "text-generation" and metadata.base_model == tiny_causal_64
+        assert ("bitsandbytes" in metadata.tags) == (name != "reference")
     assert rows["nf4"]["quantization_config"]["bnb_4bit_use_double_quant"] is True
     assert rows["nf4-nodq"]["quantization_config"]["bnb_4bit_use_double_quant"] is False
     assert rows["int8"]["memory_ratio"] < 1 and rows["nf4"]["memory_ratio"] <= rows["int8"]["memory_ratio"]
-    # every criterion is loose, so the smallest variant is the deployable one, and a fresh process loads it
-    deployable = json.loads((folder / "deployable.json").read_text())
-    smallest = min(rows, key=lambda n: (rows[n]["memory_mb"], -rows[n]["scores"]["rougeL"]["value"]))
-    assert deployable["variant"] == smallest and deployable["path"] == str(folder / "variants" / smallest)
-    check = deployable["pipeline_check"]
+    # every criterion is loose, so every variant meets them and a 4-bit one, the smallest, is deployable;
+    # a fresh process loads it
+    decision = json.loads((folder / "deployable.json").read_text())
+    smallest = decision["variant"]
+    assert smallest in ("nf4", "nf4-nodq") and decision["failures"] == {}
+    assert decision["path"] == str(folder / "variants" / smallest)
+    check = decision["pipeline_check"]
     assert check["ok"] and check["loader"] == 'pipeline("text-generation")' and isinstance(check["summary"], str)
     metrics = json.loads((folder / MANIFEST).read_text())["metrics"]
     assert metrics["deployable"] == smallest and metrics["deployable_summary"] == check["summary"]

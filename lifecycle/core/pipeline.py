@@ -290,7 +290,7 @@ def _base(cfg, stage: str, how: Invocation, force: bool, plan: Plan) -> dict:
         "command": how.command(stage) + (" --force" if force else ""),
         "argv": sys.argv,
         "host": _host(cfg),
-        "versions": _versions(),
+        "versions": versions(),
         "config": to_dict({"seed": cfg.run.seed, **{s: getattr(cfg, s) for s in module(stage).SECTIONS}}),
         "config_hash": config_hash(cfg, stage),
         "references": plan.references,
@@ -345,14 +345,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _versions() -> dict:
-    versions = {}
+def versions() -> dict:
+    """The installed version of each library a manifest records (None when absent)."""
+    found = {}
     for name in LIBRARIES:
         try:
-            versions[name] = metadata.version(name)
+            found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+            found[name] = None
+    return found
 
 
 def _host(cfg) -> dict:
