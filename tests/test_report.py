@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from lifecycle import report
 from lifecycle.core import pipeline
+from lifecycle.core.render import to_html
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_report_marks_stale_and_failed_stages_and_refuses_without_a_run(run_cli)
 
 
 def test_html_escapes_what_the_models_wrote(tmp_path):
-    page = report.to_html("# T\n\n| system | output |\n|---|---|\n| base | <script>alert(1)</script> pass |\n\n"
-                          "![missing](nowhere.png)\n", tmp_path, "t")
+    page = to_html("# T\n\n| system | output |\n|---|---|\n| base | <script>alert(1)</script> pass |\n\n"
+                   "![missing](nowhere.png)\n", tmp_path, "t")
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert '<span class="badge ok">pass</span>' in page
