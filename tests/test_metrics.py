@@ -82,14 +82,12 @@ def test_rouge_aggregate_is_the_mean_of_per_example(pairs):
 
 # --- bleu and chrf -----------------------------------------------------------------------------
 
-def test_bleu_identical_no_overlap_and_hand_computed():
-    bleu = load_metric("sacrebleu")
-    assert bleu.compute(predictions=[PRED], references=[PRED])["score"] == pytest.approx(100.0)
-    assert bleu.compute(predictions=["alpha beta gamma delta"], references=["one two three four"])["score"] == 0.0
+def test_corpus_bleu_identical_no_overlap_and_hand_computed():
+    assert corpus_scores([PRED], [PRED], n_boot=100)["bleu"].value == pytest.approx(100.0)
+    assert corpus_scores(["alpha beta gamma delta"], ["one two three four"], n_boot=100)["bleu"].value == 0.0
     # the cat sat on the mat / the cat sat on a mat: 1-4-gram precisions 5/6, 3/5, 2/4, 1/3, equal lengths (BP 1).
-    out = bleu.compute(predictions=[PRED], references=["the cat sat on a mat"])
-    assert out["counts"] == [5, 3, 2, 1] and out["totals"] == [6, 5, 4, 3] and out["bp"] == 1.0
-    assert out["score"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+    out = corpus_scores([PRED], ["the cat sat on a mat"], n_boot=100)["bleu"]
+    assert out.value == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
 
 
 def test_chrf_identical_no_overlap_and_per_example(pairs):
@@ -97,10 +95,10 @@ def test_chrf_identical_no_overlap_and_per_example(pairs):
     assert chrf.compute(predictions=[PRED], references=[PRED])["score"] == pytest.approx(100.0)
     assert chrf.compute(predictions=["xyz"], references=["abc"])["score"] == 0.0
     preds, refs = pairs
+    assert chrf.compute(predictions=preds, references=refs)["score"] == pytest.approx(sacrebleu.corpus_chrf(preds, [refs]).score)
     out = chrf.compute(predictions=preds, references=refs, per_example=True)
-    assert out["score"] == pytest.approx(sacrebleu.corpus_chrf(preds, [refs]).score)
     assert out["scores"] == pytest.approx([sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(preds, refs)])
-    assert "scores" not in chrf.compute(predictions=preds, references=refs)
+    assert "score" not in out  # the sentence scores only: the corpus score is computed where it is used
 
 
 def test_per_example_has_every_score_for_every_example(pairs):
@@ -121,19 +119,19 @@ def test_modules_load_by_path_offline_from_a_fresh_cache(tmp_path):
     script = (
         "import evaluate\n"
         "from lifecycle.core.metrics import METRICS_DIR\n"
-        "for name in ('rouge', 'sacrebleu', 'chrf', 'toxicity'):\n"
+        "for name in ('rouge', 'chrf'):\n"
         "    m = evaluate.load(str(METRICS_DIR / name))\n"
         "    assert isinstance(m, evaluate.Metric), type(m)\n"
         "    print(name, type(m).__name__)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["rouge", "Rouge", "sacrebleu", "Sacrebleu", "chrf", "Chrf", "toxicity", "Toxicity"]
+    assert done.stdout.split() == ["rouge", "Rouge", "chrf", "Chrf"]
 
 
 def test_load_metric_is_cached_and_rejects_unknown_names():
     assert load_metric("rouge") is load_metric("rouge")
-    with pytest.raises(LifecycleError, match=r"unknown metric `bertscore`.*chrf, rouge, sacrebleu, toxicity"):
+    with pytest.raises(LifecycleError, match=r"unknown metric `bertscore`.*chrf, rouge\. "):
         load_metric("bertscore")
 
 
@@ -157,9 +155,10 @@ def test_corpus_scores_values_intervals_and_toxicity(pairs):
     assert set(out) == {*metrics.ROUGE_TYPES, "bleu", "chrf", "toxicity_mean", "toxicity_share"}
     assert all(isinstance(e, Estimate) and e.low <= e.value <= e.high for e in out.values())
     assert out["rouge1"].value == pytest.approx(load_metric("rouge").compute(predictions=preds, references=refs)["rouge1"])
-    # BLEU and chrF come from summed sufficient statistics; they must equal the modules' corpus scores.
-    assert out["bleu"].value == pytest.approx(load_metric("sacrebleu").compute(predictions=preds, references=refs)["score"])
-    assert out["chrf"].value == pytest.approx(load_metric("chrf").compute(predictions=preds, references=refs)["score"])
+    # BLEU and chrF come from summed sufficient statistics: sacrebleu's corpus scores, not means of sentence scores.
+    assert out["bleu"].value == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score)
+    assert out["chrf"].value == pytest.approx(sacrebleu.corpus_chrf(preds, [refs]).score)
+    assert out["chrf"].value != pytest.approx(metrics.per_example(preds, refs)["chrf"].mean())
     assert out["bleu"].high - out["bleu"].low > 0.5  # resampling examples really moves the corpus score
     assert out["toxicity_mean"].value == pytest.approx(0.18)
     assert out["toxicity_share"].value == pytest.approx(0.10)
@@ -274,13 +273,30 @@ def test_profanity_check_ranks_insults_above_thanks():
     assert scores[0] > 0.5 > scores[1]
 
 
-def test_toxicity_module_summarises_the_scores():
+def test_a_system_is_scored_once_with_the_scorers_toxicity(monkeypatch):
+    """systems.score, the path evaluate, rlhf and quantize take: per-example toxicity is the scorer's, its
+    mean and share above 0.5 are the headline, and ROUGE is computed once for scores and per-example values."""
+    from types import SimpleNamespace
+
+    from lifecycle.core import systems
+    from lifecycle.core.generate import Generation
+
     texts = ["you are a fucking idiot", "thank you for your help", "have a nice day"]
-    out = load_metric("toxicity").compute(predictions=texts, scorer="profanity-check")
-    assert len(out["toxicity"]) == 3
-    assert out["mean"] == pytest.approx(np.mean(out["toxicity"]))
-    assert out["std"] == pytest.approx(np.std(out["toxicity"]))
-    assert out["share_toxic"] == pytest.approx(1 / 3)
+    refs = ["thank you", "thank you for your help", "nice day"]
+    outputs = [Generation(str(i), "p", t, r, 1, len(t.split()), 0, 0.1) for i, (t, r) in enumerate(zip(texts, refs))]
+    rouge = load_metric("rouge")
+    calls, compute = [], rouge.compute
+    monkeypatch.setattr(rouge, "compute", lambda **kw: calls.append(1) or compute(**kw))
+    cfg = SimpleNamespace(run=SimpleNamespace(seed=0), data=SimpleNamespace(slice_column=None))
+    scorer = load_scorer("profanity-check")
+    out = systems.score(cfg, outputs, scorer, None, n_boot=100)
+    assert len(calls) == 1
+    assert out["per_example"]["toxicity"] == pytest.approx(scorer.score(texts).tolist())
+    assert out["scores"]["toxicity_mean"]["value"] == pytest.approx(np.mean(out["per_example"]["toxicity"]))
+    assert out["scores"]["toxicity_share"]["value"] == pytest.approx(1 / 3)  # the insult only
+    assert out["per_example"]["rougeL"][1] == pytest.approx(1.0)
+    assert out["scores"]["rougeL"]["value"] == pytest.approx(np.mean(out["per_example"]["rougeL"]))
+    assert "slice" not in out
 
 
 def test_unknown_scorer_names_the_known_ones():

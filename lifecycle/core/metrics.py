@@ -78,11 +78,8 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
 def per_example(predictions: list[str], references: list[str]) -> dict[str, np.ndarray]:
     """ROUGE-1/2/L/Lsum F1 (0-1) and sentence chrF (0-100) of each example."""
     _check_pairs(predictions, references)
-    rouge = load_metric("rouge").compute(predictions=predictions, references=references, use_aggregator=False)
     chrf = load_metric("chrf").compute(predictions=predictions, references=references, per_example=True)
-    scores = {name: np.asarray(rouge[name], dtype=np.float64) for name in ROUGE_TYPES}
-    scores["chrf"] = np.asarray(chrf["scores"], dtype=np.float64)
-    return scores
+    return {**_rouge(predictions, references), "chrf": np.asarray(chrf["scores"], dtype=np.float64)}
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = 0,
@@ -108,8 +105,9 @@ def ratio_ci(numerators, denominators, n_boot: int = 1000, seed: int = 0,
 
 
 def corpus_scores(predictions: list[str], references: list[str], toxicity: np.ndarray | None = None,
-                  n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
+                  n_boot: int = 1000, seed: int = 0, each: dict[str, np.ndarray] | None = None) -> dict[str, Estimate]:
     """Headline scores with 95% CIs: rouge1/2/L/Lsum (mean F1), bleu and chrf (corpus), toxicity_mean/_share.
+    `each`: the examples' scores when already computed (`per_example`), so ROUGE is not computed twice.
 
     Means of per-example scores get a percentile bootstrap interval (`scipy.stats.bootstrap`, one
     seed, so every metric is resampled over the same example indices). BLEU and chrF are not means
@@ -118,7 +116,7 @@ def corpus_scores(predictions: list[str], references: list[str], toxicity: np.nd
     2.5-97.5 percentile range, seeded by `SACREBLEU_SEED` (12345 unless set).
     """
     _check_pairs(predictions, references)
-    rouge = load_metric("rouge").compute(predictions=predictions, references=references, use_aggregator=False)
+    rouge = each if each is not None else _rouge(predictions, references)
     out = {name: bootstrap_ci(rouge[name], n_boot, seed) for name in ROUGE_TYPES}
     out |= _sacrebleu_estimates(predictions, references, n_boot)
     if toxicity is not None:
@@ -209,7 +207,7 @@ def share(k: int, n: int) -> dict:
 
 def _sacrebleu_estimates(predictions: list[str], references: list[str], n_boot: int) -> dict[str, Estimate]:
     """Corpus BLEU and chrF with sacrebleu's bootstrap interval, through its public significance API.
-    The metrics' default settings match the `sacrebleu` and `chrf` modules, which a test checks."""
+    The default settings are sacrebleu's, as in `sacrebleu.corpus_bleu` / `corpus_chrf`, which a test checks."""
     from sacrebleu.significance import PairedTest
 
     logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # it logs every resampling step at INFO
@@ -221,6 +219,11 @@ def _sacrebleu_estimates(predictions: list[str], references: list[str], n_boot: 
         r = results[name][0]
         out[key] = Estimate(float(r.score), float(r.mean - r.ci), float(r.mean + r.ci))
     return out
+
+
+def _rouge(predictions: list[str], references: list[str]) -> dict[str, np.ndarray]:
+    rouge = load_metric("rouge").compute(predictions=predictions, references=references, use_aggregator=False)
+    return {name: np.asarray(rouge[name], dtype=np.float64) for name in ROUGE_TYPES}
 
 
 def _estimate(value: float, data: tuple, statistic, n_boot: int, seed: int, paired: bool = False) -> Estimate:

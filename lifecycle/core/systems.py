@@ -55,10 +55,9 @@ def perplexity(nll: dict, n_boot: int, seed: int) -> dict:
 def score(cfg, outputs: list[generate.Generation], scorer, split, n_boot: int) -> dict:
     """Scores with CIs, per-example values, throughput, and the slice's scores when the data marks one."""
     predictions, refs = [g.prediction for g in outputs], [g.reference for g in outputs]
-    toxicity = scorer.score(predictions)
-    per_example = {**{k: v.tolist() for k, v in metrics.per_example(predictions, refs).items()},
-                   "toxicity": toxicity.tolist()}
-    scores = metrics.corpus_scores(predictions, refs, toxicity=toxicity, n_boot=n_boot, seed=cfg.run.seed)
+    toxicity, each = scorer.score(predictions), metrics.per_example(predictions, refs)
+    per_example = {**{k: v.tolist() for k, v in each.items()}, "toxicity": toxicity.tolist()}
+    scores = metrics.corpus_scores(predictions, refs, toxicity=toxicity, n_boot=n_boot, seed=cfg.run.seed, each=each)
     result = {"scores": {k: vars(v) for k, v in scores.items()}, "per_example": per_example,
               "tokens_per_s": round(generate.tokens_per_second(outputs), 2)}
     mask = np.array(split[cfg.data.slice_column], dtype=bool) if cfg.data.slice_column else np.zeros(0, bool)

@@ -1,4 +1,4 @@
-"""chrF with `sacrebleu` (0-100), corpus and per example, as a local `evaluate` module.
+"""chrF with `sacrebleu` (0-100), corpus or per example, as a local `evaluate` module.
 
 Loaded by path so that no hub download is needed. chrF is character n-gram
 F-score (beta=2, orders 1-6), robust to morphology and needing no tokenizer,
@@ -19,9 +19,9 @@ Args:
     references: list of reference texts, one per prediction.
     word_order: 0 for chrF, 2 for chrF++ (default 0).
     lowercase: compare lowercased text (default False).
-    per_example: also return `scores`, the sentence chrF of each example (default False).
+    per_example: return `scores`, the sentence chrF of each example, instead of the corpus `score` (default False).
 Returns:
-    score (0-100), char_order, word_order, beta, and `scores` (list) when per_example=True.
+    score (0-100) or, when per_example=True, scores (list); char_order, word_order, beta.
 Examples:
     >>> chrf = evaluate.load("lifecycle/metrics/chrf")
     >>> chrf.compute(predictions=["the cat"], references=["the cat"])["score"]
@@ -48,9 +48,8 @@ class Chrf(evaluate.Metric):
 
     def _compute(self, predictions, references, word_order=0, lowercase=False, per_example=False):
         chrf = scb.CHRF(word_order=word_order, lowercase=lowercase)
-        # sacrebleu's public API: the corpus score, and one sentence score per example
-        result = {"score": chrf.corpus_score(predictions, [references]).score if predictions else 0.0,
-                  "char_order": chrf.char_order, "word_order": chrf.word_order, "beta": chrf.beta}
+        settings = {"char_order": chrf.char_order, "word_order": chrf.word_order, "beta": chrf.beta}
+        # sacrebleu's public API: one sentence score per example, or the corpus score (not their mean)
         if per_example:
-            result["scores"] = [chrf.sentence_score(p, [r]).score for p, r in zip(predictions, references)]
-        return result
+            return {"scores": [chrf.sentence_score(p, [r]).score for p, r in zip(predictions, references)], **settings}
+        return {"score": chrf.corpus_score(predictions, [references]).score if predictions else 0.0, **settings}
