@@ -1,6 +1,7 @@
 # lifecycle: every target installs what it needs first (`make setup`, once).
 #   make demo      the whole lifecycle on the embedded offline default
 #   make test      the test suite (tiny random models; a few minutes on 2 CPU cores)
+#   make test-quick  the suite without the tests marked slow (whole-lifecycle runs), for iteration
 # CONFIG=configs/<x>.yaml picks another recipe; ARGS="key=value ..." overrides options.
 
 VENV   ?= .venv
@@ -11,7 +12,7 @@ ARGS   ?=
 # with a local wheel); on a GPU machine set TORCH to the build that matches its CUDA.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo all scope select prompt finetune rlhf evaluate quantize status options test bench notebooks clean
+.PHONY: setup demo all scope select prompt finetune rlhf evaluate quantize status options test test-quick bench notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +46,10 @@ options: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# What iterating on the code needs: the suite less its whole-lifecycle runs, the notebooks and the packaged model.
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow"
 
 # CPU benchmarks against their baselines, measured in the same run -> benchmarks/results/
 bench: setup

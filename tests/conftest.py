@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,19 @@ import pytest
 # The suite never needs the hub; offline mode makes a hub lookup fail at once
 # instead of after huggingface_hub's retries (set before it is imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Packaged models import into a folder of this session (models.cache_root), never the user's ~/.cache;
+# child processes (the fresh-process check, the notebooks' kernels) inherit it.
+os.environ["LIFECYCLE_CACHE"] = tempfile.mkdtemp(prefix="lifecycle-test-cache-")
 
 from lifecycle.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
                  "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(os.environ["LIFECYCLE_CACHE"], ignore_errors=True)  # an imported model is ~540 MB
 
 
 def _tokenizer(texts: list[str]):
@@ -113,8 +122,6 @@ def completed_run(tmp_path_factory, tiny_causal):
 @pytest.fixture
 def clone_run(completed_run, tmp_path, tiny_causal, capsys):
     """A private copy of the completed tiny run, and a CLI caller on it: (exit code, stdout, stderr)."""
-    import shutil
-
     root = tmp_path / "runs"
     shutil.copytree(completed_run, root, symlinks=True)
 

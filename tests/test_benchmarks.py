@@ -17,9 +17,11 @@ def test_lora_mfu_matches_the_quoted_h100_figure():
 
 
 def test_gpu_names_find_their_peaks():
-    assert gpu_peaks("NVIDIA H100 PCIe") == GPU_PEAKS["H100 PCIe"]  # not the SXM entry it also contains
-    assert gpu_peaks("NVIDIA H100 80GB HBM3") == GPU_PEAKS["H100"]
-    assert gpu_peaks("NVIDIA H200") == (989e12, 4.8e12)
+    # matched by substring in the table's order: every entry is reachable, none shadowed by a shorter name
+    for key in GPU_PEAKS:
+        assert gpu_peaks(f"NVIDIA {key}") == GPU_PEAKS[key], key
+    assert gpu_peaks("NVIDIA H100 80GB HBM3") == GPU_PEAKS["H100"]  # the SXM part, as torch names it
+    assert gpu_peaks("NVIDIA A100-PCIE-40GB") == GPU_PEAKS["A100"]
     assert gpu_peaks("Tesla T4") is None
 
 

@@ -58,20 +58,24 @@ def test_numbered_ids_when_there_is_no_id_column(tmp_path):
     assert splits["test"]["id"][0] == "test-0"
 
 
-@pytest.mark.parametrize("rows, overrides, fragment", [
-    (ROWS, {"holdout": 0.0}, "has no split 'validation', 'test'; it has ['train']"),
-    (ROWS, {"holdout": 0.2, "input_column": "text"}, "has no column `text`; its columns are"),
+@pytest.mark.parametrize("rows, overrides, fragments", [
+    (ROWS, {"holdout": 0.0}, ("has no split 'validation', 'test'; it has ['train']", "or data.holdout=0.1")),
+    (ROWS, {"holdout": 0.2, "input_column": "text"},
+     ("has no column `text`; its columns are ['id', 'dialogue', 'summary']", "data.input_column")),
     ([{**r, "summary": None if i == 3 else r["summary"]} for i, r in enumerate(ROWS)], {"holdout": 0.2},
-     "column `summary` must hold non-empty text, but 1 row"),
-    ([{**r, "dialogue": 7} if i == 0 else r for i, r in enumerate(ROWS)], {"holdout": 0.2}, "must hold non-empty text"),
-    ([{**r, "id": "same"} for r in ROWS], {"holdout": 0.2}, "must be unique across splits"),
+     ("column `summary` must hold non-empty text, but 1 row(s) do not", "id 'x3', value None")),
+    # a mixed-type column is still valid JSON lines, and datasets loads it: the check names the row
+    ([{**r, "dialogue": 7} if i == 0 else r for i, r in enumerate(ROWS)], {"holdout": 0.2},
+     ("column `dialogue` must hold non-empty text, but 1 row(s) do not", "id 'x0', value 7")),
+    ([{**r, "id": "same"} for r in ROWS], {"holdout": 0.2},
+     ("ids in column `id` must be unique across splits, but 1 repeat (e.g. ['same'])", "data.id_column=null")),
 ])
-def test_bad_data_is_a_clear_error(tmp_path, rows, overrides, fragment):
-    # a mixed-type column is still valid JSON lines; datasets may refuse to cast it, which is also our error
+def test_bad_data_is_a_clear_error(tmp_path, rows, overrides, fragments):
     path = write_jsonl(tmp_path / "all.jsonl", rows)
     with pytest.raises(DataError) as err:
         data.load(cfg(path=path, **overrides))
-    assert fragment in str(err.value) or "could not load dataset" in str(err.value)
+    assert type(err.value) is DataError  # our check's message, not a library's error passed through
+    assert all(f in str(err.value) for f in fragments), str(err.value)
 
 
 def test_missing_files_and_unsupported_formats(tmp_path):

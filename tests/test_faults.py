@@ -145,6 +145,7 @@ def test_a_second_command_on_a_busy_run_is_refused_naming_the_holder(clone_run):
     assert clone_run("evaluate", "--force")[0] == 0  # a dead holder's lock is released by the OS
 
 
+@pytest.mark.slow
 def test_two_process_all_writes_the_same_artifacts_as_one(clone_run, tmp_path):
     """Every stage under two processes (gloo on CPU): the main one decides and keeps the books, both train."""
     # torchrun, which `accelerate launch --multi_gpu` runs on GPUs: on a CPU, accelerate's own launcher

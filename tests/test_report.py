@@ -17,6 +17,7 @@ def finished(run_cli):
     return run_cli
 
 
+@pytest.mark.slow
 def test_all_writes_the_report_with_every_section(finished):
     md = (finished.root / "report.md").read_text()
     html = (finished.root / "report.html").read_text()

@@ -57,6 +57,7 @@ def test_a_reward_that_cannot_rank_stops_before_rl(clone_run):
     assert json.loads((partial / MANIFEST).read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_flan_t5_recipe_skips_rl_for_a_seq2seq_policy_and_reaches_quantize(run_cli):
     """configs/flan-t5-dialogsum.yaml selects a seq2seq model: rlhf cannot apply, and the chain goes on."""
     from tests.conftest import ROOT
