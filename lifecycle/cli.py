@@ -1,4 +1,4 @@
-"""Command line: `python -m lifecycle <stage|all|status|report|options> --config FILE [key=value ...]`.
+"""Command line: `python -m lifecycle <stage|all|status|report|options|rate|serve> --config FILE [key=value ...]`.
 
 Each stage module's `main()` comes here too, so `python -m lifecycle.scope --config …`
 and `python -m lifecycle scope --config …` are the same command.
@@ -24,10 +24,11 @@ def parser() -> argparse.ArgumentParser:
         "Stages: " + " -> ".join(pipeline.STAGES) + ".",
         epilog="Overrides: any option as section.key=value, e.g. `scope.criteria.min_rougeL=0.3 data.limit.train=32`. "
         "`python -m lifecycle options` lists them all.")
-    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "report", "options", "rate"],
+    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "report", "options", "rate", "serve"],
                    help="a stage, `all` stages in order, `status` of the run's stages, `report` to write the run "
                    "report (report.md and a self-contained report.html in the run folder), `options` to list every "
-                   "option, or `rate export|import` for blinded human ratings (`python -m lifecycle rate --help`)")
+                   "option, `rate export|import` for blinded human ratings (`python -m lifecycle rate --help`), or `serve` "
+                   "the deployable model with an OpenAI-compatible API (`python -m lifecycle serve --help`)")
     p.add_argument("--config", help="YAML config, e.g. configs/offline.yaml (required except for `options`)")
     p.add_argument("--force", action="store_true", help="run the stage(s) even when up to date")
     p.add_argument("--until", choices=pipeline.STAGES, help="with `all`: stop after this stage")
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         from lifecycle import rate
 
         return rate.main(argv[1:])
+    if argv[:1] == ["serve"]:  # a long-running server with options of its own: lifecycle/serve.py
+        from lifecycle import serve
+
+        return serve.main(argv[1:])
     args = parser().parse_intermixed_args(argv)  # overrides may follow --config
     quiet.setup(args.verbose)  # before the libraries load, so their import-time notes are filtered too
     try:

@@ -1,0 +1,161 @@
+"""Serve the run's deployable model on localhost behind an OpenAI-compatible API.
+
+The deployable variant that quantize chose (`<run>/quantize/deployable.json`) is served by
+transformers' own server (`transformers serve`, extra `transformers[serving]`): `POST
+/v1/chat/completions`, `GET /v1/models`, `GET /health`. A client sends the raw input (the
+dialogue) as the user message; the server applies the run's prompt — instruction template,
+few-shot turns and the model's chat template — through a chat template written for serving, and
+decodes with the run's generation config (the variant's generation_config.json). So the answer
+is the one the lifecycle measured. Ctrl-C (or SIGTERM) stops it cleanly.
+
+    python -m lifecycle serve --config configs/offline.yaml [--port 8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lifecycle.core import models, quiet
+from lifecycle.core.errors import LifecycleError, StageError
+from lifecycle.core.store import Run, sha256_file
+
+SERVE_HINT = "pip install 'transformers[serving]' (`make setup` installs it)"
+
+
+def deployable(cfg, command: str) -> dict:
+    """quantize's decision (variant, path, reason), its sha256 checked against quantize's manifest."""
+    run = Run(cfg.run)
+    manifest = run.manifest("quantize") or {}
+    if manifest.get("status") != "completed":
+        state = f"its last attempt {manifest['status']}" if manifest else "it has not run"
+        raise StageError(f"there is no deployable model to serve in {run.dir('quantize')}: {state}. "
+                         f"Run `{command}` first (or `make demo` for the whole lifecycle).")
+    path = run.dir("quantize") / "deployable.json"
+    recorded = manifest.get("outputs", {}).get("deployable.json", {}).get("sha256")
+    if not path.is_file() or sha256_file(path) != recorded:
+        raise StageError(f"{path} is not the file quantize recorded in its manifest (missing or changed since). "
+                         f"Run `{command} --force` to make it again.")
+    decision = json.loads(path.read_text())
+    if not decision.get("variant"):
+        raise StageError(f"quantize chose no deployable variant ({decision.get('reason')}), so there is nothing to "
+                         "serve. Relax scope.criteria or change quantize.variants, then re-run quantize.")
+    return decision
+
+
+def serving_template(tokenizer, prompt: dict) -> str:
+    """A chat template that turns the client's last user message (the raw input) into the run's prompt:
+    the instruction template around it and the few-shot turns before it, then the model's own chat
+    template (or, for a plain model, the same text `prompts.format_prompt` writes)."""
+    before, after = prompt["template"].split("{input}")
+    shots = [turn for x, y in prompt.get("shot_examples", [])
+             for turn in ({"role": "user", "content": prompt["template"].format(input=x)},
+                          {"role": "assistant", "content": y})]
+    # JSON literals are Jinja literals too; ensure_ascii=False keeps non-ASCII text out of Jinja's unicode-escape.
+    lit = lambda value: json.dumps(value, ensure_ascii=False)  # noqa: E731
+    if tokenizer.chat_template:
+        return ("{%- set turn = messages[-1] -%}\n"
+                f"{{%- set messages = messages[:-1] + {lit(shots)} + [{{'role': turn['role'], 'content': "
+                f"{lit(before)} ~ turn['content'] ~ {lit(after)}}}] -%}}\n" + tokenizer.chat_template)
+    shown = "".join(f"{prompt['template'].format(input=x)} {y}\n\n" for x, y in prompt.get("shot_examples", []))
+    return f"{{{{ {lit(shown + before)} ~ messages[-1]['content'] ~ {lit(after)} }}}}"
+
+
+def serving_folder(model_dir: Path, prompt: dict, out: Path) -> Path:
+    """`out`: the model's files (linked, not copied) with the serving chat template for `prompt` in its tokenizer."""
+    tokenizer = models.load_tokenizer(str(model_dir))
+    tokenizer.chat_template = serving_template(tokenizer, prompt)
+    tokenizer.save_pretrained(out)
+    for path in Path(model_dir).iterdir():
+        if not (out / path.name).exists():
+            (out / path.name).symlink_to(path.resolve())
+    return out
+
+
+def check_port(host: str, port: int) -> None:
+    """A LifecycleError if `host:port` cannot be listened on, before any model loads."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a closing socket is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            busy = err.errno == errno.EADDRINUSE
+            raise LifecycleError(f"cannot serve on {host}:{port}: "
+                                 + ("the port is in use by another program" if busy else err.strerror or str(err))
+                                 + ". Pick another with --port N" + ("" if busy else " or --host") + ".") from None
+
+
+def serve(cfg, host: str, port: int, command: str) -> None:
+    """Serve the deployable variant until interrupted."""
+    check_port(host, port)
+    decision = deployable(cfg, command)
+    variant = Path(decision["path"])
+    if models.is_seq2seq(str(variant)):
+        raise LifecycleError(f"the deployable variant {variant} is a seq2seq model; `transformers serve` chats with "
+                             "causal LMs only. Load the folder with AutoModelForSeq2SeqLM (see its README.md).")
+    with tempfile.TemporaryDirectory(prefix="lifecycle-serve-") as tmp:
+        folder = serving_folder(variant, json.loads((variant / "prompt.json").read_text()),
+                                Path(tmp) / f"{cfg.run.name}-{decision['variant']}")
+        server = start(folder, host, port, models.pick_device(cfg.models.device))
+        try:
+            print(f"[lifecycle] serving {decision['variant']} ({variant}) at http://{host}:{port}/v1 as model "
+                  f"`{folder}`; POST /v1/chat/completions with the raw input as the user message. Ctrl-C stops it.",
+                  flush=True)
+            while server._thread.is_alive():  # not join(): a join cut short by Ctrl-C leaves is_alive() wrong
+                time.sleep(0.5)               # in Python 3.11, and kill_server would then not stop uvicorn
+        finally:
+            server.kill_server()
+
+
+def start(folder: Path, host: str, port: int, device: str = "cpu", **options):
+    """transformers' server for the model in `folder`, listening in a thread of this process once this returns
+    (`options`: more `transformers serve` settings, e.g. continuous_batching=True); stop it with `.kill_server()`."""
+    try:
+        from transformers.cli.serve import Serve
+    except ImportError:
+        raise LifecycleError(f"serving needs transformers' server: {SERVE_HINT}.") from None
+    server = Serve(force_model=str(folder), host=host, port=port, device=device, log_level="error", non_blocking=True,
+                   **options)
+    while not server.server.started:
+        if not server._thread.is_alive():
+            server.kill_server()
+            raise LifecycleError(f"the server on {host}:{port} stopped while starting (see its log above).")
+        time.sleep(0.05)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lifecycle serve",
+                                description="Serve the run's deployable model with an OpenAI-compatible API.")
+    p.add_argument("--config", required=True, help="the run's YAML config, e.g. configs/offline.yaml")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--verbose", action="store_true", help="show every library warning and log line")
+    args, overrides = p.parse_known_args(argv)  # config overrides (key=value) may come anywhere
+    if any("=" not in o or o.startswith("-") for o in overrides):
+        p.error(f"unrecognized arguments: {' '.join(o for o in overrides if '=' not in o or o.startswith('-'))}")
+    quiet.setup(args.verbose)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends it as cleanly as Ctrl-C
+    try:
+        from lifecycle.config import load
+        from lifecycle.core.pipeline import Invocation
+
+        cfg = load(args.config, overrides)
+        serve(cfg, args.host, args.port, Invocation(args.config, tuple(overrides)).command("quantize"))
+    except LifecycleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("[lifecycle] server stopped.", file=sys.stderr)
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
