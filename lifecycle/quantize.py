@@ -2,8 +2,9 @@
 
 The fine-tuned model (adapter merged) is saved as deployable variants: the
 reference (float32 on CPU, bfloat16 on a GPU that has it) and bitsandbytes
-LLM.int8 and 4-bit NF4 with and without double quantization. Every variant is
-reloaded from its folder and measured the same way on the same device: weight
+LLM.int8 and 4-bit NF4 with and without double quantization, and the reference written as
+GGUF (f16, q8_0; with an Ollama Modelfile) for llama.cpp. Every variant is reloaded from its
+folder and measured the same way (GGUF files in llama.cpp, on the CPU): weight
 memory, weights on disk, load time, latency per token at batch 1, batched
 tokens/s, and quality and toxicity on the test split with the fine-tuned prompt
 (95% CIs, paired approximate-randomisation tests against the reference). The smallest variant within
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lifecycle.core import data, deployable, measure, models, pipeline_check, quantization, quantreport, systems
+from lifecycle.core import (data, deployable, gguf_variants, measure, models, pipeline_check, quantization,
+                            quantreport, systems)
 from lifecycle.core.config import option, require
+from lifecycle.core.gguf_export import GGUFConfig
 from lifecycle.core.pipeline import StageResult, StageRun, versions
 from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import load_scorer
@@ -46,6 +49,8 @@ class QuantizeConfig:
     examples: int = option(2, help="Example summaries shown side by side in the report.")
     check_pipeline: bool = option(True, help="Load the deployable variant in a fresh process with "
                                   "transformers.pipeline and summarize one test dialogue (about 10 s on CPU).")
+    gguf: GGUFConfig = option(GGUFConfig, help="GGUF files of the reference for llama.cpp and Ollama, each checked in "
+                              "llama.cpp and by transformers' gguf_file= reader (causal Llama-style models only).")
 
     def __post_init__(self):
         require("reference" in self.variants, "variants", self.variants,
@@ -79,6 +84,11 @@ def run(cfg, run: StageRun) -> StageResult:
             quantize_s = quantization.build(model_dir, name, cfg.quantize, cfg.models.dtype, device, out, gen_config, prompt)
             rows[name], outputs[name] = measure.measure(cfg, out, name, device, texts, test, prompt, gen_config, scorer)
             rows[name]["quantize_s"] = quantize_s
+    refused = gguf_variants.refusal(run.out / "variants" / "reference") if cfg.quantize.gguf.types else None
+    if cfg.quantize.gguf.types and not refused:
+        ggufs, gguf_outputs = gguf_variants.build_and_measure(cfg, run.out / "variants" / "reference", run.out / "variants",
+                                                              test, prompt, scorer, scope["task"])
+        rows, outputs = {**rows, **ggufs}, {**outputs, **gguf_outputs}
     ref = rows["reference"]
     for name, row in rows.items():
         row["memory_ratio"] = round(row["memory_mb"] / ref["memory_mb"], 3)
@@ -95,7 +105,7 @@ def run(cfg, run: StageRun) -> StageResult:
             decision["pipeline_check"] = pipeline_check.check(run.out / "variants" / decision["variant"], texts[0],
                                                               device, cfg.run.seed)
             decision["pipeline_check"]["measured_prediction"] = outputs[decision["variant"]][0].prediction  # same dialogue
-    where = {"device": measure.describe_device(device), "bitsandbytes": versions()["bitsandbytes"],
+    where = {"device": measure.describe_device(device), "bitsandbytes": versions()["bitsandbytes"], "gguf_refused": refused,
              "measured": "weight memory, load time, latency, tokens/s and "
              "quality of every variant" + (", and the fresh-process pipeline check of the deployable one"
                                            if decision.get("pipeline_check") else "")}

@@ -158,7 +158,8 @@ def test_lifecycle_ends_in_a_measured_deployable_variant(run_cli, tiny_causal_64
 
     variants = ["reference", "int8", "nf4", "nf4-nodq"]
     args = ("all", f"models.candidates=[{tiny_causal_64}]", f"quantize.variants=[{', '.join(variants)}]",
-            "quantize.check_pipeline=true", "scope.criteria.max_quality_drop=1.0")
+            "quantize.check_pipeline=true", "scope.criteria.max_quality_drop=1.0",
+            "quantize.gguf.types=[]")  # the bitsandbytes variants; the tiny run's GGUF row is tested above
     code, out, err = run_cli(*args)
     assert code == 0, err
     folder = run_cli.root / "quantize"
@@ -202,3 +203,52 @@ def test_lifecycle_ends_in_a_measured_deployable_variant(run_cli, tiny_causal_64
     code, out, _ = run_cli("quantize", *args[1:])
     assert code == 0 and "quantize: up to date" in out
 
+
+
+def test_quantize_writes_gguf_rows_checked_in_llamacpp(completed_run):
+    from huggingface_hub import ModelCard
+
+    from lifecycle.core import gguf_runtime
+
+    folder = completed_run / "tiny" / "quantize"
+    row = json.loads((folder / "quantize.json").read_text())["variants"]["gguf-q8_0"]
+    variant = folder / "variants" / "gguf-q8_0"
+    assert {p.name for p in variant.iterdir()} == {"model-q8_0.gguf", "Modelfile", "prompt.json",
+                                                   "generation_config.json", "README.md"}  # no tokenizer.json to mix in
+    assert "FROM ./model-q8_0.gguf" in (variant / "Modelfile").read_text()
+    assert row["memory_mb"] == row["disk_mb"] == round((variant / "model-q8_0.gguf").stat().st_size / 2**20, 3)
+    assert set(row["vs_reference"]) == {"rougeL", "toxicity"} and len(row["per_example"]["rougeL"]) == 4
+    assert row["transformers_reader"]["examples"] == 4  # the second reader is measured either way
+    if gguf_runtime.llamacpp_version() is None:  # never a silent pass
+        assert row["runtime"] == "not checked" and "make llamacpp" in row["runtime_note"]
+        assert row["tokens_per_s"] is None and row["transformers_reader"]["same_as_llamacpp"] is None
+    else:
+        assert row["runtime"] == "checked" and row["runtime_note"].startswith("llama.cpp (llama-cpp-python")
+        assert row["load_s"] > 0 and row["tokens_per_s"] > 0 and row["latency_ms_per_token"] > 0
+        assert 0 <= row["transformers_reader"]["same_as_llamacpp"] <= 4
+    md = (folder / "quantize.md").read_text()
+    assert "| gguf-q8_0 | GGUF Q8_0" in md and f"llama.cpp **{row['runtime']}**" in md
+    card = (variant / "README.md").read_text()
+    assert 'gguf_file="model-q8_0.gguf"' in card and "from llama_cpp import Llama" in card
+    assert f"ollama create gguf-q8_0 -f {variant}/Modelfile" in card and "python -m lifecycle serve" in card
+    assert {"gguf", "llama.cpp", "ollama"} <= set(ModelCard.load(variant / "README.md").data.tags)
+    assert "python -m lifecycle serve" in (folder / "variants" / "reference" / "README.md").read_text()
+
+
+def test_deployable_rule_takes_a_gguf_only_when_llamacpp_ran_it():
+    rows = {"reference": _row(0.30, 120, 20), "int8": _row(0.30, 60, 40),
+            "gguf-q8_0": {**_row(0.30, 40, 30), "runtime": "checked"},
+            "gguf-q4_0": {**_row(0.30, 25, None), "runtime": "not checked"}}
+    decision = deployable.choose(rows, CRITERIA)
+    assert decision["variant"] == "gguf-q8_0"  # the smaller q4_0 was never run by a runtime
+    assert decision["failures"] == {"reference": ["max_memory_mb (120 > 100)"], "gguf-q4_0": ["runtime not checked"]}
+
+
+def test_unsupported_architecture_gets_a_note_and_no_gguf_rows(tiny_seq2seq, tiny_causal):
+    from lifecycle.core import gguf_variants, quantreport
+
+    reason = gguf_variants.refusal(tiny_seq2seq)
+    assert reason.startswith(f"cannot export `{tiny_seq2seq}` as GGUF: its architecture is T5ForConditionalGeneration")
+    assert gguf_variants.refusal(tiny_causal) is None
+    notes = quantreport._gguf_notes({"reference": {}}, {"gguf_refused": reason})
+    assert notes[:3] == ["## GGUF", "", f"No GGUF variants: {reason}"]

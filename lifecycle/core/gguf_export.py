@@ -31,8 +31,8 @@ SUPPORTED = ("Llama-style decoders (LlamaForCausalLM: Llama, SmolLM2; MistralFor
 
 @dataclass
 class GGUFConfig:
-    types: list[GGUFType] = option(["f16", "q8_0", "q4_0"], help="GGUF files to write: f16 (2 bytes a weight), q8_0 "
-                                   "(8-bit blocks of 32) and q4_0 (4-bit blocks of 32; the output projection stays q8_0).")
+    types: list[GGUFType] = option(["f16", "q8_0"], help="GGUF files to write ([] for none): f16 (2 bytes a weight), "
+                                   "q8_0 (8-bit blocks of 32), q4_0 (4-bit blocks of 32; the output projection stays q8_0).")
     runtime_check: bool = option(True, help="Load each GGUF in llama.cpp (llama-cpp-python, `make llamacpp`) and "
                                  "generate the test summaries; without the runtime the rows say `not checked`.")
     threads: int | None = option(None, help="llama.cpp threads for the check (null: torch's thread count).")

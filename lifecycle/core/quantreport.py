@@ -24,9 +24,11 @@ def write_card(out: Path, name: str, row: dict, lineage: dict, decision: dict, f
     """The variant's model card in `out`: hub metadata, lineage, its measurements, how to load it from `final`."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    data = ModelCardData(base_model=lineage["base_model"], library_name="transformers",
+    gguf = row.get("format") == "gguf"
+    data = ModelCardData(base_model=lineage["base_model"], library_name="gguf" if gguf else "transformers",
                          pipeline_tag="text2text-generation" if row["seq2seq"] else "text-generation",
-                         tags=["lifecycle", *(["bitsandbytes"] if row["quantization_config"] else [])])
+                         tags=["lifecycle", *(["bitsandbytes"] if row["quantization_config"] else []),
+                               *(["gguf", "llama.cpp", "ollama"] if gguf else [])])
     ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_card(name, row, lineage, decision, final)}").save(out / "README.md")
 
 
@@ -44,13 +46,14 @@ def markdown(rows: dict, outputs: dict, decision: dict, criteria: dict, lineage:
         mark = "**yes**" if decision["variant"] == name else ("no: " + ", ".join(decision["failures"][name])
                                                               if name in decision["failures"] else "meets criteria")
         lines.append(f"| {name} | {r['quantization']} | {r['memory_mb']:.2f} ({r['memory_ratio']:.2f}) | "
-                     f"{r['disk_mb']:.2f} | {r['load_s']:.2f} | {r['latency_ms_per_token']:.1f} | {r['tokens_per_s']:.1f} | "
+                     f"{r['disk_mb']:.2f} | {_num(r['load_s'], '.2f')} | {_num(r['latency_ms_per_token'], '.1f')} | "
+                     f"{_num(r['tokens_per_s'], '.1f')} | "
                      f"{show_ci(sc['rougeL'])} | {_delta(vs.get('rougeL', {}))} | {show_ci(sc['toxicity_mean'])} | "
                      f"{_delta(vs.get('toxicity', {}))} | {mark} |")
     lines += ["", "Weight memory is `get_memory_footprint()` of the loaded model (parameters and buffers). bitsandbytes "
               "keeps the 4-bit scales (absmax, double-quant state) outside those, so they show only in the disk "
-              "column, which is where double quantization's saving (or, on tiny layers, its overhead) appears.",
-              "", "## Deployment", "",
+              "column, which is where double quantization's saving (or, on tiny layers, its overhead) appears.", "",
+              *_gguf_notes(rows, where), "## Deployment", "",
               f"Scope's criteria: ROUGE-L drop vs the reference <= {criteria['max_quality_drop']}, weight memory <= "
               f"{criteria['max_memory_mb']} MiB, latency <= {criteria['max_latency_ms_per_token']} ms/token at batch 1.", ""]
     if decision["variant"]:
@@ -88,9 +91,9 @@ def plot(rows: dict, decision: dict, criteria: dict, path) -> None:
     left.set(xlabel="weight memory (MiB)", ylabel="ROUGE-L (95% CI)", title="quality vs weight memory")
     left.legend(fontsize=8)
     names = list(rows)
-    right.barh(names, [rows[n]["tokens_per_s"] for n in names],
+    right.barh(names, [rows[n]["tokens_per_s"] or 0 for n in names],  # a GGUF llama.cpp did not run: no bar
                color=["tab:green" if n == decision["variant"] else "tab:blue" for n in names])
-    right.set(xlabel="new tokens/s (batched)", title=f"throughput on {next(iter(rows.values()))['device']}")
+    right.set(xlabel="new tokens/s (batched; GGUF in llama.cpp at batch 1)", title=f"throughput on {next(iter(rows.values()))['device']}")
     right.invert_yaxis()  # top to bottom in the table's order
     save(fig, path)
 
@@ -103,6 +106,8 @@ def headline(rows: dict, decision: dict, n: int) -> dict:
             key = name.replace("-", "_")
             out[f"{key}_memory_ratio"] = r["memory_ratio"]
             out[f"{key}_rougeL_delta"] = round(r["vs_reference"]["rougeL"]["delta"], 4)
+            if "runtime" in r:
+                out[f"{key}_runtime"] = r["runtime"]
     out["deployable"] = decision["variant"]
     if decision["variant"] and decision["pipeline_check"]:
         out["deployable_summary"] = decision["pipeline_check"]["summary"]
@@ -111,7 +116,8 @@ def headline(rows: dict, decision: dict, n: int) -> dict:
 
 def summary(rows: dict, decision: dict) -> str:
     lines = [f"{n}: {r['memory_mb']:.2f} MiB ({r['memory_ratio']:.2f}x), ROUGE-L {r['scores']['rougeL']['value']:.3f}, "
-             f"{r['latency_ms_per_token']:.1f} ms/token" for n, r in rows.items()]
+             f"{_num(r['latency_ms_per_token'], '.1f')} ms/token" + (f" (llama.cpp {r['runtime']})" if "runtime" in r else "")
+             for n, r in rows.items()]
     if decision["variant"]:
         check = decision["pipeline_check"]
         lines.append(f"deployable: {decision['variant']} ({decision['reason']})"
@@ -132,19 +138,67 @@ def _base_model(manifest: dict) -> str | None:
     return None
 
 
+def _num(value: float | None, spec: str) -> str:
+    """A measurement as the tables print it; `-` where it was not measured (a GGUF llama.cpp did not run)."""
+    return "-" if value is None else format(value, spec)
+
+
+def _gguf_notes(rows: dict, where: dict) -> list[str]:
+    """The GGUF section: what each file's readers said, or why the model was not written as GGUF."""
+    if where["gguf_refused"]:
+        return ["## GGUF", "", f"No GGUF variants: {where['gguf_refused']}", ""]
+    ggufs = {n: r for n, r in rows.items() if r.get("format") == "gguf"}
+    if not ggufs:
+        return []
+    lines = ["## GGUF (llama.cpp, Ollama)", "", "Each GGUF is the reference written by lifecycle's exporter, in a "
+             "folder of its own with an Ollama `Modelfile`; its weight memory is the file size (llama.cpp "
+             "memory-maps it). Its row is measured in llama.cpp on the CPU, one prompt at a time, so its tokens/s "
+             "is at batch 1; a file llama.cpp did not run is never deployable.", ""]
+    for n, r in ggufs.items():
+        reader = r["transformers_reader"]
+        same = f", the same summary as llama.cpp for {reader['same_as_llamacpp']} of {reader['examples']}" \
+            if reader["same_as_llamacpp"] is not None else " (the row's quality is this reader's)"
+        lines.append(f"- **{n}** (`{r['gguf_file']}`): llama.cpp **{r['runtime']}** — {r['runtime_note']}. "
+                     f"transformers `gguf_file=` reader: ROUGE-L {show_ci(reader['rougeL'])}{same}.")
+    return lines + [""]
+
+
 def _delta(d: dict) -> str:
     return f"{show_change(d)} (p {d['p_value']:.2f})" if d else "-"
 
 
-def _how_to_load(path: Path, seq2seq: bool) -> list[str]:
-    """Three lines of Python that load the folder and use it."""
-    if seq2seq:  # transformers 5 dropped the text2text pipeline
+def _how_to_load(path: Path, row: dict) -> list[str]:
+    """Three lines of Python that load the folder (or its GGUF, dequantized) with transformers and use it."""
+    if row.get("format") == "gguf":
+        return ["from transformers import AutoModelForCausalLM, AutoTokenizer",
+                f'model = AutoModelForCausalLM.from_pretrained("{path}", gguf_file="{row["gguf_file"]}")',
+                f'tok = AutoTokenizer.from_pretrained("{path}", gguf_file="{row["gguf_file"]}")  # vocabulary and chat template']
+    if row["seq2seq"]:  # transformers 5 dropped the text2text pipeline
         return ["from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
                 f'model, tok = AutoModelForSeq2SeqLM.from_pretrained("{path}"), AutoTokenizer.from_pretrained("{path}")',
                 'summary = tok.decode(model.generate(**tok(prompt, return_tensors="pt"))[0], skip_special_tokens=True)']
     return ["from transformers import AutoModelForCausalLM, pipeline",
             f'model = AutoModelForCausalLM.from_pretrained("{path}")',
             f'summarize = pipeline("text-generation", model="{path}")  # summarize([{{"role": "user", "content": prompt}}])']
+
+
+def _how_to_run(name: str, row: dict, path: Path, decision: dict, run: str) -> list[str]:
+    """The card's ways to run the variant: transformers, and for a GGUF llama.cpp and Ollama; then the endpoint."""
+    lines = ["## How to run", "", "With transformers:", "", "```python", *_how_to_load(path, row), "```", "",
+             "`prompt` is `prompt.json`'s template with the dialogue in place of `{input}`.", ""]
+    if row.get("format") == "gguf":
+        lines += ["With llama.cpp (`make llamacpp` installs llama-cpp-python); `prompt` is the whole evaluated prompt, "
+                  "chat template included, as the Modelfile's TEMPLATE writes it:", "", "```python",
+                  "from llama_cpp import Llama",
+                  f'llm = Llama(model_path="{path / row["gguf_file"]}", n_ctx=0, verbose=False)',
+                  'summary = llm.create_completion(prompt, max_tokens=64, temperature=0)["choices"][0]["text"]',
+                  "```", "", "With Ollama (the Modelfile here carries the evaluated prompt and decoding; send the raw "
+                  "dialogue):", "", "```bash", f"ollama create {name} -f {path / 'Modelfile'}",
+                  f'ollama run {name} "$(cat dialogue.txt)"', "```", ""]
+    served = "this variant" if decision["variant"] == name else f"the deployable variant ({decision['variant'] or 'none'})"
+    lines += [f"Behind an OpenAI-compatible endpoint: `python -m lifecycle serve --config <the config of run {run}>` "
+              f"serves {served} on http://127.0.0.1:8000/v1; send the raw dialogue as the user message.", ""]
+    return lines
 
 
 def _card(name: str, row: dict, lineage: dict, decision: dict, path: Path) -> str:
@@ -154,7 +208,9 @@ def _card(name: str, row: dict, lineage: dict, decision: dict, path: Path) -> st
         "not the deployable variant" + (f" (fails {', '.join(fails)})" if fails else "")
     lines = [f"# {lineage['base_model'] or 'fine-tuned model'} — {name} ({row['quantization']})", "",
              f"A model for {lineage['task']}, from the `{lineage['stage']}` stage of run `{lineage['run']}`"
-             f" ({lineage['method'] or 'fine-tuned'}, adapter merged), saved with `save_pretrained`"
+             f" ({lineage['method'] or 'fine-tuned'}, adapter merged), "
+             + (f"written as GGUF (`{row.get('gguf_file')}`, with an Ollama `Modelfile`)" if row.get("format") == "gguf"
+                else "saved with `save_pretrained`")
              + (" with its bitsandbytes quantization config" if row["quantization_config"] else "") + ".", "",
              "## Lineage", "",
              f"- source model: `{lineage['model']}`",
@@ -165,12 +221,11 @@ def _card(name: str, row: dict, lineage: dict, decision: dict, path: Path) -> st
              "| weight memory MiB | weights on disk MiB | load s | ms/token (batch 1) | tokens/s (batched) | "
              "ROUGE-L [95% CI] | Δ ROUGE-L vs reference | toxicity mean |",
              "|---|---|---|---|---|---|---|---|",
-             f"| {row['memory_mb']:.2f} | {row['disk_mb']:.2f} | {row['load_s']:.2f} | {row['latency_ms_per_token']:.1f} | "
-             f"{row['tokens_per_s']:.1f} | {show_ci(sc['rougeL'])} | {_delta(row['vs_reference'].get('rougeL', {}))} | "
+             f"| {row['memory_mb']:.2f} | {row['disk_mb']:.2f} | {_num(row['load_s'], '.2f')} | "
+             f"{_num(row['latency_ms_per_token'], '.1f')} | {_num(row['tokens_per_s'], '.1f')} | {show_ci(sc['rougeL'])} | {_delta(row['vs_reference'].get('rougeL', {}))} | "
              f"{sc['toxicity_mean']['value']:.3f} |", "", f"Deployment: {verdict}.", "",
-             "## How to load", "", "```python",
-             *_how_to_load(path, row["seq2seq"]), "```", "",
-             "`prompt` is `prompt.json`'s template with the dialogue in place of `{input}`.", ""]
+             *([f"llama.cpp: {row['runtime']} ({row['runtime_note']})", ""] if "runtime" in row else []),
+             *_how_to_run(name, row, path, decision, lineage["run"])]
     if row["quantization_config"]:
         lines += ["Loading needs `bitsandbytes` installed; the quantization config travels in `config.json`.", ""]
     return "\n".join(lines)
