@@ -69,8 +69,13 @@ def serving_template(tokenizer, prompt: dict) -> str:
 
 
 def serving_folder(model_dir: Path, prompt: dict, out: Path) -> Path:
-    """`out`: the model's files (linked, not copied) with the serving chat template for `prompt` in its tokenizer."""
-    tokenizer = models.load_tokenizer(str(model_dir))
+    """`out`: the model's files (linked, not copied) with the serving chat template for `prompt` in its tokenizer
+    (a GGUF variant's from the file, which carries it)."""
+    from transformers import AutoTokenizer
+
+    gguf = next(Path(model_dir).glob("*.gguf"), None)
+    tokenizer = models.load_tokenizer(str(model_dir)) if gguf is None else AutoTokenizer.from_pretrained(
+        model_dir, gguf_file=gguf.name)
     tokenizer.chat_template = serving_template(tokenizer, prompt)
     tokenizer.save_pretrained(out)
     for path in Path(model_dir).iterdir():
@@ -97,13 +102,15 @@ def serve(cfg, host: str, port: int, command: str) -> None:
     check_port(host, port)
     decision = deployable(cfg, command)
     variant = Path(decision["path"])
-    if models.is_seq2seq(str(variant)):
+    gguf = next(variant.glob("*.gguf"), None)
+    if gguf is None and models.is_seq2seq(str(variant)):
         raise LifecycleError(f"the deployable variant {variant} is a seq2seq model; `transformers serve` chats with "
                              "causal LMs only. Load the folder with AutoModelForSeq2SeqLM (see its README.md).")
     with tempfile.TemporaryDirectory(prefix="lifecycle-serve-") as tmp:
         folder = serving_folder(variant, json.loads((variant / "prompt.json").read_text()),
                                 Path(tmp) / f"{cfg.run.name}-{decision['variant']}")
-        server = start(folder, host, port, models.pick_device(cfg.models.device))
+        # transformers serve reads a GGUF as `folder:file.gguf` (dequantized, with the tokenizer saved beside it)
+        server = start(f"{folder}:{gguf.name}" if gguf else folder, host, port, models.pick_device(cfg.models.device))
         try:
             print(f"[lifecycle] serving {decision['variant']} ({variant}) at http://{host}:{port}/v1 as model "
                   f"`{folder}`; POST /v1/chat/completions with the raw input as the user message. Ctrl-C stops it.",
@@ -114,7 +121,7 @@ def serve(cfg, host: str, port: int, command: str) -> None:
             server.kill_server()
 
 
-def start(folder: Path, host: str, port: int, device: str = "cpu", **options):
+def start(folder: Path | str, host: str, port: int, device: str = "cpu", **options):
     """transformers' server for the model in `folder`, listening in a thread of this process once this returns
     (`options`: more `transformers serve` settings, e.g. continuous_batching=True); stop it with `.kill_server()`."""
     try:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoConfig, set_seed
 
     set_seed(args.seed)
-    if AutoConfig.from_pretrained(args.folder).is_encoder_decoder:  # transformers 5 has no text2text pipeline
+    if (Path(args.folder) / "config.json").is_file() and AutoConfig.from_pretrained(args.folder).is_encoder_decoder:  # transformers 5 has no text2text pipeline
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         loader = "AutoModelForSeq2SeqLM + generate"
@@ -53,10 +53,16 @@ def main(argv: list[str] | None = None) -> None:
         encoded = tokenizer(args.prompt, return_tensors="pt").to(model.device)
         text = tokenizer.decode(model.generate(**encoded)[0], skip_special_tokens=True)
     else:
-        from transformers import pipeline
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, pipeline
 
         loader = 'pipeline("text-generation")'
-        generator = pipeline("text-generation", model=args.folder, device_map=args.device)
+        model = tokenizer = args.folder
+        if gguf := next(Path(args.folder).glob("*.gguf"), None):  # a GGUF variant: the file carries its tokenizer
+            loader += f" on {gguf.name} (gguf_file=)"
+            model = AutoModelForCausalLM.from_pretrained(args.folder, gguf_file=gguf.name)
+            model.generation_config = GenerationConfig.from_pretrained(args.folder)  # the run's decoding, not the file's
+            tokenizer = AutoTokenizer.from_pretrained(args.folder, gguf_file=gguf.name)
+        generator = pipeline("text-generation", model=model, tokenizer=tokenizer, device_map=args.device)
         # a chat template already wrote the special tokens into the prompt
         out = generator(args.prompt, return_full_text=False, add_special_tokens=not generator.tokenizer.chat_template)
         text = out[0]["generated_text"]
