@@ -43,13 +43,14 @@ def measure(variant: str, steps: int, overrides: list[str]) -> dict:
         seconds[context.name.split(".", 1)[-1]] += duration
 
     profiling.ProfilingContext._log_metrics = record
-    cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"rlhf.training.max_steps={steps}", "rlhf.training.save_steps=1000",
+    cfg = load(str(ROOT / "configs" / "offline.yaml"), ["rlhf.algorithm=grpo", f"rlhf.training.max_steps={steps}", "rlhf.training.save_steps=1000",
                                                         "rlhf.training.per_device_train_batch_size=8", *overrides])
     sft = ROOT / "runs" / "offline-default" / "finetune" / "model"
     policy = str(sft) if sft.is_dir() else models.resolve(cfg.models.candidates[0])
     tokenizer = models.load_tokenizer(policy)
     train = data.load(cfg.data, cfg.run.seed)["train"]
-    trainer = rlhf._trainer(cfg, policy, TEMPLATES["summarize"], train, tokenizer, SimpleNamespace(out=Path(tempfile.mkdtemp())))
+    trainer, _ = rlhf.build_trainer(cfg, policy, {"template": TEMPLATES["summarize"]}, train, tokenizer,
+                                    SimpleNamespace(out=Path(tempfile.mkdtemp())))
     runtime = trainer.train().metrics["train_runtime"]
     generate_s = seconds["transformers.generate"]
     reward_s = sum(v for k, v in seconds.items() if k in {"non_toxicity", "faithfulness", "length"})

@@ -51,7 +51,7 @@ def build(args) -> None:
     rng.shuffle(toxic)
     n = args.dev + args.heldout
     inserted, rest = toxic[:n], toxic[n:]
-    rows = [{"id": d["fname"], "dialogue": splice(d["dialogue"], clean_tweet(t["text"]), rng), "summary": d["summary"]}
+    rows = [{"id": d["fname"], "dialogue": splice(d["dialogue"], clean_tweet(t["text"]), rng)[0], "summary": d["summary"]}
             for d, t in zip(dialogues[:n], inserted)]
     PROBE.mkdir(parents=True, exist_ok=True)
     for name, part in (("dev", rows[:args.dev]), ("heldout", rows[args.dev:])):
@@ -130,7 +130,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="make the probe and the judge's labels from ../shared/data")
     b.add_argument("--dev", type=int, default=100)
-    b.add_argument("--heldout", type=int, default=150)
+    b.add_argument("--heldout", type=int, default=400)
     b.add_argument("--seed", type=int, default=0)
     m = sub.add_parser("measure", help="finetune vs rlhf of a run on the probe")
     m.add_argument("--config", default=str(ROOT / "configs" / "offline.yaml"))

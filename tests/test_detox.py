@@ -8,7 +8,7 @@ import pytest
 
 from lifecycle import rlhf
 from lifecycle.config import load
-from lifecycle.core import degenerate, rl_health, splice
+from lifecycle.core import degenerate, preference, rl_health, splice
 from lifecycle.core.data import DEMO_DIR
 from lifecycle.core.errors import DataError
 from tests.test_finetune import TINY
@@ -19,11 +19,12 @@ DIALOGUE = "#Person1#: Did you get the tickets?\n#Person2#: Yes, two for Friday.
 def test_a_spliced_turn_belongs_to_an_existing_speaker_and_keeps_every_original_line():
     rng = random.Random(0)
     for _ in range(50):
-        out = splice.splice(DIALOGUE, "You stupid idiot.", rng)
+        out, turn = splice.splice(DIALOGUE, "You stupid idiot.", rng)
         lines = out.split("\n")
         added = [line for line in lines if line.endswith("You stupid idiot.")]
         assert len(lines) == 4 and len(added) == 1
-        assert added[0].split(":")[0] in {"#Person1#", "#Person2#"} and lines[0] == DIALOGUE.split("\n")[0]
+        assert added[0] == f"{turn.speaker}: {turn.text}" and turn.speaker in {"#Person1#", "#Person2#"}
+        assert lines[0] == DIALOGUE.split("\n")[0]
         assert [line for line in lines if line not in added] == DIALOGUE.split("\n")  # order kept
     with pytest.raises(DataError, match="without `Speaker: text` lines"):
         splice.splice("no speakers here", "x", rng)
@@ -34,14 +35,38 @@ def test_splicing_picks_a_seeded_share_and_leaves_references_neutral():
 
     rows = [json.loads(line) for line in (DEMO_DIR / "dialogues" / "train.jsonl").read_text().splitlines()]
     pool = splice.load_pool()
-    out, picked = splice.spliced([r["dialogue"] for r in rows], pool, 0.5, seed=3)
-    assert sum(picked) == round(0.5 * len(rows)) and (out, picked) == splice.spliced([r["dialogue"] for r in rows], pool, 0.5, 3)
-    assert all((o != r["dialogue"]) == p for o, r, p in zip(out, rows, picked))
+    out, turns = splice.spliced([r["dialogue"] for r in rows], pool, 0.5, seed=3)
+    assert sum(t is not None for t in turns) == round(0.5 * len(rows))
+    assert (out, turns) == splice.spliced([r["dialogue"] for r in rows], pool, 0.5, 3)
+    assert all((o != r["dialogue"]) == (t is not None) for o, r, t in zip(out, rows, turns))
+    assert all(f"\n{t.speaker}: {t.text}" in o for o, t in zip(out, turns) if t)
     scorer = load_scorer("profanity-check")
     assert (scorer.score(pool) > 0.5).mean() > 0.9  # the pool is what the reward must learn to keep out
     assert (scorer.score([r["summary"] for r in rows]) < 0.5).all()  # the targets RL is guarded by stay clean
     probe = {json.loads(line)["text"] for line in (DEMO_DIR / "toxicity_probe.jsonl").read_text().splitlines()}
     assert not probe & set(pool)  # the reward is checked on texts it was never trained against
+
+
+def test_a_counterfactual_pair_differs_only_by_the_copied_turn_and_the_reward_ranks_it_lower():
+    from lifecycle.core.rewards import WEIGHTS, total_reward
+    from lifecycle.core.toxicity import load_scorer
+
+    dialogue, turn = splice.splice(DIALOGUE, "You stupid idiot, shut your damn mouth.", random.Random(1))
+    own = "#Person2# has two tickets for Friday. #Person1# is pleased."
+    ref = "#Person2# got two tickets for Friday."
+    (chosen, rejected), untouched = preference.counterfactual([own, own], [ref, ref], [turn, None], [dialogue, DIALOGUE],
+                                                              [False, False], seed=0)
+    assert untouched is None and chosen == own  # only spliced prompts make pairs; the clean own summary is chosen
+    assert turn.text.lower() in rejected.lower() and turn.speaker in rejected
+    assert all(word.strip(".") in rejected for word in own.split())  # the own summary is all still there
+    total = total_reward(load_scorer("profanity-check"), WEIGHTS, "logit")
+    assert total([chosen], [ref])[0] > total([rejected], [ref])[0]
+    (chosen, _), = preference.counterfactual([rejected], [ref], [turn], [dialogue], [True], seed=0)
+    assert chosen == ref  # an own summary that already copies the insult is replaced by the neutral reference
+
+
+def test_shortest_keeps_the_original_order():
+    assert preference.shortest(["aaaa", "a", "aaa", "aa"], 2) == [1, 3] and preference.shortest(["b", "a"], None) == [0, 1]
 
 
 def _log(steps, kl, entropy, zero_std, clipped):
@@ -58,6 +83,17 @@ def test_red_flags_fire_on_a_collapsing_run_and_stay_quiet_on_a_healthy_one():
     assert "past the budget 0.1" in flags[0] and "mode collapse" in flags[1]
     assert "no signal to learn from" in flags[2] and "max_completion_length (96 tokens)" in flags[3]
     assert rl_health.summary(collapsing)["entropy"]["last"] < rl_health.summary(collapsing)["entropy"]["first"]
+
+
+def test_dpo_red_flags_fire_on_likelihood_displacement_and_on_no_learning():
+    def dpo_log(chosen, margin, accuracy):
+        return [{"step": i, "rewards/chosen": chosen * i / 16, "rewards/margins": margin * i / 16,
+                 "rewards/accuracies": accuracy} for i in range(1, 17)]
+
+    assert rl_health.red_flags(dpo_log(-0.2, 2.0, 1.0), 96, 0.1) == []
+    displaced = rl_health.red_flags(dpo_log(-2.0, 2.0, 1.0), 96, 0.1)
+    assert len(displaced) == 1 and "likelihood displacement" in displaced[0]
+    assert "not learning the preference" in rl_health.red_flags(dpo_log(0.0, 0.0, 0.4), 96, 0.1)[0]
 
 
 def test_the_judge_is_the_run_metric_and_the_reward_is_reported_too_when_it_differs():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lifecycle import rlhf
+from lifecycle.core import rewards
 from lifecycle.core.store import MANIFEST
 from lifecycle.core.toxicity import load_scorer
 
@@ -13,7 +13,7 @@ REFERENCE = "#Person1# complains to #Person2# about the late delivery and asks f
 
 
 def test_reward_terms_and_the_hacking_guard():
-    funcs, weights = rlhf.rewards(load_scorer("profanity-check"), rlhf.WEIGHTS)
+    funcs, weights = rewards.rewards(load_scorer("profanity-check"), rewards.WEIGHTS)
     assert [f.__name__ for f in funcs] == ["non_toxicity", "faithfulness", "length"] and weights == [1.0, 1.0, 0.5]
     candidates = {"faithful": REFERENCE,
                   "toxic": "#Person1# calls #Person2# a fucking idiot about the late delivery and asks for a refund.",
@@ -26,8 +26,11 @@ def test_reward_terms_and_the_hacking_guard():
     totals = {name: total(text) for name, text in candidates.items()}
     assert totals["faithful"] > totals["toxic"]  # toxicity costs reward
     assert totals["faithful"] > totals["empty"] and totals["faithful"] > totals["generic"]  # no hacking by saying nothing
-    assert rlhf.length_reward("", REFERENCE) == -1.0 and rlhf.length_reward(REFERENCE, REFERENCE) == 1.0
-    assert rlhf.length_reward(" ".join(REFERENCE.split()[:3]), REFERENCE) == 0.0
+    assert rewards.length_reward("", REFERENCE) == -1.0 and rewards.length_reward(REFERENCE, REFERENCE) == 1.0
+    assert rewards.length_reward(" ".join(REFERENCE.split()[:3]), REFERENCE) == 0.0
+    total = rewards.total_reward(load_scorer("profanity-check"), rewards.WEIGHTS)
+    assert total([candidates["faithful"], candidates["toxic"]], [REFERENCE] * 2).tolist() == pytest.approx(
+        [totals["faithful"], totals["toxic"]])  # the one-call sum DPO ranks its pairs by
 
 
 def test_one_grpo_run_writes_artifacts(completed_run):
@@ -47,6 +50,23 @@ def test_one_grpo_run_writes_artifacts(completed_run):
     assert {"kl", "entropy", "completions/clipped_ratio"} <= set(result["health"]["signals"])
     md = (folder / "rlhf.md").read_text()
     assert "which is also the reward RL optimised" in md and "## RL health" in md and "## Degenerate-output checks" in md
+
+
+def test_dpo_on_counterfactual_pairs_writes_its_pairs_and_reports_them(clone_run):
+    code, out, err = clone_run("rlhf", "rlhf.algorithm=dpo", "rlhf.pairs.prompts=4", "rlhf.pairs.batch_size=4",
+                               "rlhf.preference.max_steps=2", "rlhf.preference.per_device_train_batch_size=2",
+                               "rlhf.preference.save_steps=1")
+    assert code == 0, err
+    folder = clone_run.root / "rlhf"
+    assert "rlhf pairs: " in out and json.loads((folder / MANIFEST).read_text())["status"] == "completed"
+    pairs = json.loads((folder / "pairs.json").read_text())
+    assert pairs["summary"]["prompts"] == 4 and pairs["summary"]["kept"] + pairs["summary"]["dropped"] == 4
+    for row in pairs["rows"]:  # the rejected side is the chosen one with the spliced insult copied in
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert len(rejected) > len(chosen) and all(word.strip(".!?") in rejected for word in chosen.split())
+    result = json.loads((folder / "before_after.json").read_text())
+    assert result["pairs"] == pairs["summary"] and "rewards/margins" in result["health"]["signals"]
+    assert "## Preference pairs (counterfactual, chosen: reference)" in (folder / "rlhf.md").read_text()
 
 
 def test_a_reward_that_cannot_rank_stops_before_rl(clone_run):
@@ -84,6 +104,10 @@ def test_flan_t5_recipe_skips_rl_for_a_seq2seq_policy_and_reaches_quantize(run_c
     ("rlhf.training.num_generations=1", "at least 2 samples per prompt"),
     ("rlhf.training.per_device_train_batch_size=3", "a multiple of num_generations"),
     ("rlhf.training.beta=-0.1", "a KL coefficient >= 0"),
+    ("rlhf.algorithm=dpo rlhf.preference.num_generations=4", "a trl.DPOConfig option"),
+    ("rlhf.algorithm=dpo rlhf.preference.beta=-1", "a KL coefficient >= 0"),
+    ("rlhf.algorithm=dpo rlhf.splice=null", "counterfactual pairs copy the spliced turn"),
+    ("rlhf.pairs.samples=1", "at least 2 summaries per prompt"),
 ])
 def test_bad_rlhf_options(override, fragment):
     from lifecycle.config import load
@@ -91,4 +115,4 @@ def test_bad_rlhf_options(override, fragment):
     from tests.test_finetune import TINY
 
     with pytest.raises(ConfigError, match=fragment):
-        load(TINY, [override])
+        load(TINY, override.split())

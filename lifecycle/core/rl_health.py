@@ -4,7 +4,9 @@ A reward that goes up proves little: the documented failure modes of RL fine-tun
 (reward hacking, mode collapse) raise it too. What gives them away is in TRL's own
 per-step log: the KL to the reference running far past its budget, the policy's
 entropy collapsing, groups whose samples all get the same reward (no signal to
-learn from), and completions pinned at the length cap.
+learn from), and completions pinned at the length cap. DPO's own failure shows in
+its log too: the chosen summaries losing likelihood along with the rejected ones
+(likelihood displacement), a margin won by making the policy worse at both.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import numpy as np
 
 SIGNALS = {"kl": "KL to the SFT model", "entropy": "entropy", "reward_std": "within-group reward spread",
            "frac_reward_zero_std": "groups with no reward spread", "completions/mean_length": "completion length",
-           "completions/clipped_ratio": "completions cut at the cap"}
+           "completions/clipped_ratio": "completions cut at the cap", "rewards/margins": "DPO margin (chosen - rejected)",
+           "rewards/accuracies": "pairs ranked right", "rewards/chosen": "chosen log-ratio to the SFT model (x beta)",
+           "rewards/rejected": "rejected log-ratio to the SFT model (x beta)"}
 
 
 def series(history: list[dict], key: str) -> np.ndarray:
@@ -49,4 +53,11 @@ def red_flags(history: list[dict], max_completion_length: int, kl_budget: float)
         flags.append(f"{100 * s['completions/clipped_ratio']['last']:.0f}% of the completions hit "
                      f"max_completion_length ({max_completion_length} tokens): lengths pinned at the cap are cut "
                      "summaries, or a length term being gamed. Raise the cap or check the length reward.")
+    if "rewards/chosen" in s and "rewards/margins" in s and s["rewards/chosen"]["last"] < -0.5 * abs(s["rewards/margins"]["last"]):
+        flags.append(f"the chosen summaries lost likelihood (log-ratio x beta {s['rewards/chosen']['last']:.3f}) by more "
+                     f"than half the margin won ({s['rewards/margins']['last']:.3f}): DPO is pushing both sides down "
+                     "(likelihood displacement). Lower the learning rate or the epochs, or raise beta.")
+    if "rewards/accuracies" in s and s["rewards/accuracies"]["last"] <= 0.5:
+        flags.append(f"only {100 * s['rewards/accuracies']['last']:.0f}% of the pairs ranked right at the end: DPO "
+                     "is not learning the preference. Raise the learning rate or the epochs, or check the pairs.")
     return flags

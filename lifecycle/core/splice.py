@@ -52,19 +52,32 @@ def speakers(dialogue: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def splice(dialogue: str, turn: str, rng: random.Random) -> str:
-    """`dialogue` with `turn` inserted as a new line of one of its own speakers, after the first line."""
+@dataclass(frozen=True)
+class Turn:
+    """What was spliced into a dialogue: the toxic text and the speaker it was given to."""
+    text: str
+    speaker: str
+
+
+def splice(dialogue: str, turn: str, rng: random.Random) -> tuple[str, Turn]:
+    """`dialogue` with `turn` inserted as a new line of one of its own speakers (after the first line),
+    and who was given it."""
     tags = speakers(dialogue)
     if not tags:
         raise DataError("cannot splice a turn into a dialogue without `Speaker: text` lines.")
     lines = dialogue.split("\n")
-    lines.insert(rng.randint(1, len(lines)), f"{rng.choice(tags)}: {turn}")
-    return "\n".join(lines)
+    at, speaker = rng.randint(1, len(lines)), rng.choice(tags)
+    lines.insert(at, f"{speaker}: {turn}")
+    return "\n".join(lines), Turn(turn, speaker)
 
 
-def spliced(rows: list[str], pool: list[str], share: float, seed: int) -> tuple[list[str], list[bool]]:
-    """A seeded `share` of the dialogues with one toxic turn each, and which ones got it."""
+def spliced(rows: list[str], pool: list[str], share: float, seed: int) -> tuple[list[str], list[Turn | None]]:
+    """A seeded `share` of the dialogues with one toxic turn each, and the turn each one got (None: untouched)."""
     rng = random.Random(seed)
     picked = set(rng.sample(range(len(rows)), max(1, round(share * len(rows))))) if rows else set()
-    out = [splice(d, rng.choice(pool), rng) if i in picked else d for i, d in enumerate(rows)]
-    return out, [i in picked for i in range(len(rows))]
+    out, turns = [], []
+    for i, dialogue in enumerate(rows):
+        text, turn = splice(dialogue, rng.choice(pool), rng) if i in picked else (dialogue, None)
+        out.append(text)
+        turns.append(turn)
+    return out, turns
