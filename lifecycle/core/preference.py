@@ -115,25 +115,28 @@ def rows(tokenizer, template: str, dialogues: list[str], pairs: list[tuple[str, 
 
 def build(cfg, policy: str, prompt: dict, tokenizer, device: str, dialogues: list[str], references: list[str],
           turns: list[splice.Turn | None]) -> dict:
-    """The pairs in TRL's format and what they are: generated with the SFT model, ranked by the reward,
-    pairs the reward does not rank the right way round dropped."""
+    """The pairs in TRL's format and what they are: from the references or generated with the SFT model,
+    ranked by the reward, pairs the reward does not rank the right way round dropped."""
     began, pc = time.perf_counter(), cfg.rlhf.pairs
-    model = models.load_model(policy, device, cfg.models.dtype)
-    gen = generate.generation_config(prompt["generation"], "prompt generation")
-    texts = prompts.format_prompts(tokenizer, prompt["template"], dialogues, [],
-                                   models.context_length(model.config, tokenizer), gen.max_new_tokens)[0]
     scorer = load_scorer(cfg.rlhf.reward)
     total = total_reward(scorer, cfg.rlhf.weights, cfg.rlhf.reward_output)
     own_toxic = 0
-    if pc.source == "counterfactual":
-        own = references if pc.chosen == "reference" else [g.prediction for g in generate.generate(
-            model, tokenizer, texts, gen, pc.batch_size, cfg.run.seed, desc="rlhf pairs: own summaries")]
-        toxic = scorer.score(own) > 0.5
-        candidates, own_toxic = counterfactual(own, references, turns, dialogues, toxic, cfg.run.seed), int(toxic.sum())
+    if pc.source == "counterfactual" and pc.chosen == "reference":  # nothing to generate
+        candidates = counterfactual(references, references, turns, dialogues, np.zeros(len(references), bool), cfg.run.seed)
     else:
-        samples = sample(model, tokenizer, texts, gen, pc.samples, pc.batch_size, cfg.run.seed)
-        candidates = best_and_worst(samples, [total(c, [r] * len(c)) for c, r in zip(samples, references)])
-    del model
+        model = models.load_model(policy, device, cfg.models.dtype)
+        gen = generate.generation_config(prompt["generation"], "prompt generation")
+        texts = prompts.format_prompts(tokenizer, prompt["template"], dialogues, [],
+                                       models.context_length(model.config, tokenizer), gen.max_new_tokens)[0]
+        if pc.source == "counterfactual":
+            own = [g.prediction for g in generate.generate(model, tokenizer, texts, gen, pc.batch_size, cfg.run.seed,
+                                                            desc="rlhf pairs: own summaries")]
+            toxic = scorer.score(own) > 0.5
+            candidates, own_toxic = counterfactual(own, references, turns, dialogues, toxic, cfg.run.seed), int(toxic.sum())
+        else:
+            samples = sample(model, tokenizer, texts, gen, pc.samples, pc.batch_size, cfg.run.seed)
+            candidates = best_and_worst(samples, [total(c, [r] * len(c)) for c, r in zip(samples, references)])
+        del model
     kept = [(d, pair, float(g[0] - g[1])) for d, r, pair in zip(dialogues, references, candidates)
             if pair and (g := total(list(pair), [r, r]))[0] > g[1]]
     if not kept:
