@@ -223,17 +223,8 @@ def _save(tokenizer, cfg, selection, run: StageRun) -> None:
     model/ with the adapter merged in, which rlhf, evaluate and quantize load with a plain `from_pretrained`."""
     if cfg.finetune.method != "full":
         tokenizer.save_pretrained(run.out / "adapter")
-        merge_adapter(selection["path"], run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
+        models.merge_adapter(selection["path"], run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
     tokenizer.save_pretrained(run.out / "model")
-
-
-def merge_adapter(base_path: str, adapter_dir, dtype: str = "auto"):
-    """The saved adapter merged into a full-precision copy of its base: plain weights any
-    `from_pretrained` loads (a 4-bit QLoRA base cannot be merged in place)."""
-    from peft import PeftModel
-
-    base = models.load_model(base_path, "cpu", "float32" if dtype == "auto" else dtype)
-    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def _plot_loss(history: list[dict], path) -> None:

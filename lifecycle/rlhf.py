@@ -167,9 +167,7 @@ def run(cfg, run: StageRun) -> StageResult:
     trainer.save_model(str(run.out / "adapter"))  # on every process: gathers sharded weights under FSDP/ZeRO-3
     if not is_main_process():
         return StageResult(metrics={})
-    from lifecycle.finetune import merge_adapter
-
-    merge_adapter(str(sft / "model"), run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
+    models.merge_adapter(str(sft / "model"), run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
     tokenizer.save_pretrained(run.out / "model")
     write_json(run.out / "prompt.json", prompt)
     history = trainer.state.log_history

@@ -166,6 +166,15 @@ def load_model(path: str, device: str = "auto", dtype: DType = "auto"):
     return model.to(device).eval()
 
 
+def merge_adapter(base_path: str, adapter_dir, dtype: str = "auto"):
+    """The saved adapter merged into a full-precision copy of its base: plain weights any
+    `from_pretrained` loads (a 4-bit QLoRA base cannot be merged in place)."""
+    from peft import PeftModel
+
+    base = load_model(base_path, "cpu", "float32" if dtype == "auto" else dtype)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
 def context_length(config, tokenizer) -> int:
     """Longest sequence the model takes (positions for causal LMs; T5's relative
     positions have no hard limit, so the tokenizer's trained maximum)."""
