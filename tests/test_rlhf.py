@@ -69,6 +69,16 @@ def test_dpo_on_counterfactual_pairs_writes_its_pairs_and_reports_them(clone_run
     assert "## Preference pairs (counterfactual, chosen: reference)" in (folder / "rlhf.md").read_text()
 
 
+def test_dpo_on_sampled_pairs_keeps_only_what_the_reward_ranks(clone_run):
+    code, _, err = clone_run("rlhf", "rlhf.algorithm=dpo", "rlhf.pairs.source=sampled", "rlhf.pairs.samples=2",
+                             "rlhf.pairs.prompts=4", "rlhf.pairs.batch_size=4", "rlhf.preference.max_steps=1",
+                             "rlhf.preference.per_device_train_batch_size=2", "rlhf.preference.save_steps=1")
+    assert code == 0, err
+    pairs = json.loads((clone_run.root / "rlhf" / "pairs.json").read_text())
+    assert pairs["summary"]["chosen"] == "best sample" and pairs["summary"]["kept"] + pairs["summary"]["dropped"] == 4
+    assert all(r["chosen"] != r["rejected"] for r in pairs["rows"]) and pairs["summary"]["reward_gap"] > 0
+
+
 def test_a_reward_that_cannot_rank_stops_before_rl(clone_run):
     code, _, err = clone_run("rlhf", "rlhf.min_reward_auc=0.99")
     assert code == 2 and "ranks the labelled set" in err and "below rlhf.min_reward_auc 0.99" in err

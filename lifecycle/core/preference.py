@@ -11,8 +11,8 @@ most groups have nothing to push away from. Two ways to get pairs that do:
   (`chosen: reference`, no generation at all) or the policy's own greedy summary
   (`chosen: own`; the reference where the own one already copies the insult). Chosen
   always shorter than rejected teaches "shorter is better" too: measured, own-summary
-  pairs shrank the summaries and cost ROUGE-L, which an SFT term on the reference
-  (`preference.loss_type: [sigmoid, sft]`) anchors.
+  pairs shrank the summaries and cost ROUGE-L; the reference as chosen with an SFT term
+  on it (`preference.loss_type: [sigmoid, sft]`) keeps ROUGE-L but not the length.
 - `sampled`: `samples` summaries per prompt at temperature 1, best against worst by
   the reward (the way TRL's docs build on-policy pairs), for rewards without a splice.
 
@@ -42,13 +42,13 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 @dataclass
 class PairsConfig:
     source: Literal["counterfactual", "sampled"] = option(
-        "counterfactual", help="counterfactual: own summary vs the same with the spliced turn copied in (needs "
-        "rlhf.splice); sampled: best vs worst of `samples` sampled summaries by the reward.")
+        "counterfactual", help="counterfactual: a clean summary (see chosen) vs the same with the spliced turn "
+        "copied in (needs rlhf.splice); sampled: best vs worst of `samples` sampled summaries by the reward.")
     chosen: Literal["reference", "own"] = option("reference", help="counterfactual: the clean side is the reference "
                                                  "summary, or the policy's own greedy summary (one generation pass).")
     samples: int = option(4, help="sampled: summaries sampled per prompt (temperature 1.0).")
     prompts: int | None = option(128, help="Training prompts to build pairs from, shortest dialogues first (each "
-                                 "costs a generation and two training sequences); null: all.")
+                                 "pair is two training sequences); null: all.")
     batch_size: int = option(32, help="Prompts generated together while building the pairs.")
 
     def __post_init__(self):
