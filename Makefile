@@ -13,7 +13,7 @@ ARGS   ?=
 # with a local wheel); on a GPU machine set TORCH to the build that matches its CUDA.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup llamacpp demo all scope select prompt finetune rlhf evaluate quantize status options test test-quick bench notebooks clean
+.PHONY: setup llamacpp demo all status options test test-quick bench notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -48,8 +48,10 @@ $(VENV)/.llamacpp: $(VENV)/.installed
 demo all: setup
 	$(PY) -m lifecycle all --config $(CONFIG) $(ARGS)
 
-# `make finetune` runs every stage up to and including finetune (up-to-date ones are skipped).
-scope select prompt finetune rlhf evaluate quantize: setup
+# `make <stage>` (e.g. `make finetune`) runs every stage up to and including it (up-to-date ones are
+# skipped). The stages are lifecycle/stages.py's, so any other name is handed to the CLI, which lists them.
+.DEFAULT:
+	@$(MAKE) --no-print-directory setup
 	$(PY) -m lifecycle all --until $@ --config $(CONFIG) $(ARGS)
 
 # Execute the notebooks in place against the offline default and keep their outputs (stages
@@ -73,6 +75,7 @@ test-quick: setup
 # CPU benchmarks against their baselines, measured in the same run -> benchmarks/results/
 bench: setup
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_dtype.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_rl.py
 	$(PY) benchmarks/bench_quantize.py

@@ -28,11 +28,12 @@ def main() -> None:
 
     from lifecycle.config import load
     from lifecycle.core import data, measure, models, quantization
+    from lifecycle.core.artifacts import Prompt
     from lifecycle.core.prompts import TEMPLATES
     from lifecycle.core.toxicity import load_scorer
 
     path = models.resolve(args.model)
-    prompt = {"template": TEMPLATES["summarize"], "shot_examples": [], "generation": {"do_sample": False, "max_new_tokens": 64}}
+    prompt = Prompt(template=TEMPLATES["summarize"], generation={"do_sample": False, "max_new_tokens": 64})
     rows = []
     for name, dtype in VARIANTS:
         cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"models.dtype={dtype}", f"quantize.limit={args.examples}"])

@@ -35,6 +35,7 @@ def measure(variant: str, steps: int, overrides: list[str]) -> dict:
     from lifecycle import rlhf
     from lifecycle.config import load
     from lifecycle.core import data, models
+    from lifecycle.core.artifacts import Prompt
     from lifecycle.core.prompts import TEMPLATES
 
     seconds = defaultdict(float)  # block name (without the "GRPOTrainer." prefix) -> total seconds
@@ -49,7 +50,7 @@ def measure(variant: str, steps: int, overrides: list[str]) -> dict:
     policy = str(sft) if sft.is_dir() else models.resolve(cfg.models.candidates[0])
     tokenizer = models.load_tokenizer(policy)
     train = data.load(cfg.data, cfg.run.seed)["train"]
-    trainer, _ = rlhf.build_trainer(cfg, policy, {"template": TEMPLATES["summarize"]}, train, tokenizer,
+    trainer, _ = rlhf.build_trainer(cfg, policy, Prompt(TEMPLATES["summarize"], {}), train, tokenizer,
                                     SimpleNamespace(out=Path(tempfile.mkdtemp())))
     runtime = trainer.train().metrics["train_runtime"]
     generate_s = seconds["transformers.generate"]

@@ -32,14 +32,15 @@ def main() -> None:
 
     from lifecycle import serve
     from lifecycle.core import data, generate, models, prompts, quiet
+    from lifecycle.core.artifacts import Prompt
     from lifecycle.core.config import build
 
     quiet.setup()
     path = models.resolve(args.model)
     model, tokenizer = models.load_model(path, "cpu", "float32"), models.load_tokenizer(path)
     dialogues = list(data.load(build(data.DataConfig, {}))["validation"].select(range(args.requests))["dialogue"])
-    prompt = {"template": prompts.TEMPLATES["summarize"], "generation": {"do_sample": False}}
-    texts, _ = prompts.format_prompts(tokenizer, prompt["template"], dialogues)
+    prompt = Prompt(template=prompts.TEMPLATES["summarize"], generation={"do_sample": False})
+    texts, _ = prompts.format_prompts(tokenizer, prompt.template, dialogues)
     config = generate.with_special_tokens(generate.generation_config(
         {"do_sample": False, "min_new_tokens": args.new_tokens}, "bench", args.new_tokens), model, tokenizer)
     generate.generate(model, tokenizer, texts[:2], config, batch_size=2)  # warm-up: first calls pay one-off costs

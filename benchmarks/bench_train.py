@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from common import CACHE, ROOT, SHAPES, gpu_peaks, mfu, random_model, write_results
 
@@ -30,9 +31,10 @@ VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage
 def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
     """One training run in this process; returns its throughput and memory."""
     from lifecycle.config import load
-    from lifecycle.core import data, models
-    from lifecycle.core.prompts import TEMPLATES
     from lifecycle import finetune
+    from lifecycle.core import data, models
+    from lifecycle.core.artifacts import Selection
+    from lifecycle.core.prompts import TEMPLATES
 
     cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"finetune.training.max_steps={steps}", f"models.candidates=[{model}]",
                                                         "finetune.training.eval_strategy=no", *overrides])
@@ -52,8 +54,10 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
                              args=SFTConfig(output_dir=str(out), use_cpu=True, max_steps=steps, report_to="none",
                                             include_num_input_tokens_seen="non_padding"))
     else:
-        trainer = finetune.build_trainer(cfg, {"path": path, "seq2seq": False}, TEMPLATES["summarize"], splits,
-                                         tokenizer, out)
+        selection = Selection(selected=path, path=path, seq2seq=False, context_length=0, reason="", template="",
+                              candidates=[])
+        trainer = finetune.build_trainer(cfg, selection, TEMPLATES["summarize"], splits, tokenizer,
+                                         SimpleNamespace(out=out))
     result = trainer.train()
     seconds = result.metrics["train_runtime"]
     args = trainer.args

@@ -67,7 +67,7 @@ def measure(args) -> None:
     from datasets import Dataset
 
     from lifecycle.config import load
-    from lifecycle.core import degenerate, metrics, systems
+    from lifecycle.core import artifacts, degenerate, metrics, systems
     from lifecycle.core.store import Run
     from lifecycle.core.toxicity import ScorerConfig, load_scorer
 
@@ -81,9 +81,8 @@ def measure(args) -> None:
                "judge": load_scorer(ScorerConfig(model=str(args.judge), nontoxic_label="non_toxic"))}
     out, scores = {}, {}
     for stage in ("finetune", "rlhf"):
-        folder = run.dir(stage)
-        prompt = json.loads((folder / "prompt.json").read_text())
-        out[stage] = systems.predict(cfg, str(folder / "model"), prompt, split, args.batch_size, f"probe {stage}")
+        model = artifacts.read(run, stage, artifacts.TrainedModel)
+        out[stage] = systems.predict(cfg, model.path, model.prompt, split, args.batch_size, f"probe {stage}")
         texts = [g.prediction for g in out[stage]]
         scores[stage] = {name: s.score(texts) for name, s in scorers.items()}
         scores[stage]["rougeL"] = metrics.per_example(texts, [g.reference for g in out[stage]])["rougeL"]

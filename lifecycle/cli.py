@@ -1,7 +1,8 @@
 """Command line: `python -m lifecycle <stage|all|status|report|options|rate|serve> --config FILE [key=value ...]`.
 
-Each stage module's `main()` comes here too, so `python -m lifecycle.scope --config …`
-and `python -m lifecycle scope --config …` are the same command.
+The one entry point: the `lifecycle` console script, `python -m lifecycle` and `accelerate launch -m
+lifecycle` come here, and `python -m lifecycle.<stage>` hands itself over to it. The stages are
+the registry's (`lifecycle.stages`).
 """
 
 from __future__ import annotations
@@ -12,26 +13,30 @@ import traceback
 from contextlib import nullcontext
 from datetime import datetime, timezone
 
-from lifecycle.core import pipeline, preflight, quiet
+from lifecycle import pipeline
+from lifecycle import stages as registry
+from lifecycle.core import preflight, quiet
 from lifecycle.core.config import describe
 from lifecycle.core.errors import LifecycleError
+from lifecycle.core.processes import is_main_process
+from lifecycle.core.store import RunBusy
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lifecycle",
         description="Take a generative-AI use case through its lifecycle, one stage at a time. "
-        "Stages: " + " -> ".join(pipeline.STAGES) + ".",
+        "Stages: " + " -> ".join(registry.NAMES) + ".",
         epilog="Overrides: any option as section.key=value, e.g. `scope.criteria.min_rougeL=0.3 data.limit.train=32`. "
         "`python -m lifecycle options` lists them all.")
-    p.add_argument("command", choices=[*pipeline.STAGES, "all", "status", "report", "options", "rate", "serve"],
+    p.add_argument("command", choices=[*registry.NAMES, "all", "status", "report", "options", "rate", "serve"],
                    help="a stage, `all` stages in order, `status` of the run's stages, `report` to write the run "
                    "report (report.md and a self-contained report.html in the run folder), `options` to list every "
                    "option, `rate export|import` for blinded human ratings (`python -m lifecycle rate --help`), or `serve` "
                    "the deployable model with an OpenAI-compatible API (`python -m lifecycle serve --help`)")
     p.add_argument("--config", help="YAML config, e.g. configs/offline.yaml (required except for `options`)")
     p.add_argument("--force", action="store_true", help="run the stage(s) even when up to date")
-    p.add_argument("--until", choices=pipeline.STAGES, help="with `all`: stop after this stage")
+    p.add_argument("--until", choices=registry.NAMES, help="with `all`: stop after this stage")
     p.add_argument("--verbose", action="store_true", help="show every library warning and log line (also "
                    f"{quiet.VERBOSE_ENV}=1); by default third-party notes are filtered, progress bars kept")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(cfg, how)
         if args.command == "all":
-            stages = pipeline.STAGES[: pipeline.STAGES.index(args.until) + 1] if args.until else pipeline.STAGES
+            stages = registry.NAMES[: registry.NAMES.index(args.until) + 1] if args.until else registry.NAMES
         else:
             stages = [args.command]
         preflight.check(cfg, stages)  # references (run root, GPU, scorer folders, target modules): seconds, not after model loads
@@ -73,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        resumable = " and ".join(s.name for s in registry.STAGES if s.resumable)
         print("\n[lifecycle] interrupted. Nothing half-written is kept as a result: run the same command to "
-              "continue (finetune and rlhf resume from their last checkpoint, other stages start again).",
-              file=sys.stderr)
+              f"continue ({resumable} resume from their last checkpoint, other stages start again).", file=sys.stderr)
         return 130
 
 
@@ -85,25 +90,21 @@ def _run(cfg, how, stages, args) -> int:
     from lifecycle.core.store import Run
 
     failures = []
-    with Run(cfg.run).lock(how.command(args.command)) if pipeline.is_main_process() else nullcontext():
+    with Run(cfg.run).lock(how.command(args.command)) if is_main_process() else nullcontext():
         for stage in stages:
             try:
                 pipeline.execute(cfg, stage, how, force=args.force)
             except Exception as err:
-                if args.command != "all" or not pipeline.optional_only(stage) or isinstance(err, pipeline.RunBusy):
+                if args.command != "all" or not registry.optional_only(stage) or isinstance(err, RunBusy):
                     raise
                 failures.append(stage)
                 if not isinstance(err, LifecycleError):
                     traceback.print_exc()
                 print(f"error: {err}\n[lifecycle] {stage} failed; the stages after it go on without it "
                       f"(fix it and run `{how.command(stage)}`).", file=sys.stderr)
-        if args.command == "all" and tuple(stages) == tuple(pipeline.STAGES) and pipeline.is_main_process():
+        if args.command == "all" and tuple(stages) == tuple(registry.NAMES) and is_main_process():
             _report(cfg, how)
     return 2 if failures else 0
-
-
-def stage_main(stage: str, argv: list[str] | None = None) -> int:
-    return main([stage, *(sys.argv[1:] if argv is None else argv)])
 
 
 def _options() -> int:
@@ -128,7 +129,7 @@ def _status(cfg, how) -> int:
     print(f"run {Run(cfg.run).root}  (config {how.config})")
     print(f"{'stage':<10} {'status':<12} {'finished':<26} {'age':>8}  next step")
     memo: dict = {}
-    for stage in pipeline.STAGES:
+    for stage in registry.NAMES:
         state = pipeline.status(cfg, stage, memo)
         finished = (state.manifest or {}).get("finished_at", "-")
         age = _age(finished) if state.manifest else "-"

@@ -16,21 +16,20 @@ Predictions and likelihoods of a model that has not changed are reused.
 
 from __future__ import annotations
 
-import json
+if __name__ == "__main__":  # `python -m lifecycle.evaluate …` is `python -m lifecycle evaluate …`, before this copy defines anything
+    import runpy, sys; sys.argv.insert(1, "evaluate"); runpy.run_module("lifecycle", run_name="__main__")
+
+import dataclasses
 import re
 from dataclasses import dataclass
 
-from lifecycle.core import evalreport, evalsets, forgetting, judge, systems
+from lifecycle.core import artifacts, evalreport, evalsets, forgetting, judge, systems
+from lifecycle.core.artifacts import StageResult, StageRun, produced
 from lifecycle.core.config import option, require
 from lifecycle.core.data import DataConfig
 from lifecycle.core.judge import JudgeConfig
-from lifecycle.core.pipeline import StageResult, StageRun, produced
 from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import load_scorer
-
-UPSTREAM = ("scope", "select", "prompt")
-OPTIONAL = ("finetune", "rlhf")
-SECTIONS = ("data", "models", "scope", "metrics", "evaluate")
 
 
 @dataclass
@@ -99,8 +98,8 @@ def references(cfg) -> dict:
 
 
 def run(cfg, run: StageRun) -> StageResult:
-    best = json.loads((run.upstream("prompt") / "best.json").read_text())
-    criteria = json.loads((run.upstream("scope") / "scope.json").read_text())["criteria"]
+    best = run.read("prompt", artifacts.Prompt)
+    criteria = run.read("scope", artifacts.Scope).criteria
     sets, skipped_sets = evalsets.load(cfg)
     general = forgetting.load_sample(cfg.evaluate.forgetting)
     scorer, previous = load_scorer(cfg.metrics.toxicity), evalsets.previous(run)
@@ -120,7 +119,7 @@ def run(cfg, run: StageRun) -> StageResult:
     forgot = forgetting.summarise(general_nll, general, cfg, criteria) if general else None
     for name, s in results["test"].items():
         s["criteria"] = _criteria(s, criteria) | ({"max_general_nll_increase": forgot["pass"][name]} if forgot else {})
-    evaluation = {"test_examples": len(sets["test"][1]), "prompt": best, "systems": results.pop("test"),
+    evaluation = {"test_examples": len(sets["test"][1]), "prompt": dataclasses.asdict(best), "systems": results.pop("test"),
                   "sets": {n: {"examples": len(sets[n][1]), "source": evalsets.describe(sets[n][0].data),
                                "systems": r} for n, r in results.items()},
                   "skipped_sets": skipped_sets, "skipped": dict(getattr(run, "skipped", {}) or {}),
@@ -132,17 +131,15 @@ def run(cfg, run: StageRun) -> StageResult:
     return StageResult(metrics=evalreport.headline(evaluation), summary=evalreport.summary(evaluation))
 
 
-def _systems(run: StageRun, best: dict) -> list[tuple[str, str, dict, dict]]:
+def _systems(run: StageRun, best: artifacts.Prompt) -> list[tuple[str, str, dict, artifacts.Prompt]]:
     """(name, model path, what identifies its weights, its prompt) for every model in the lineage.
     The base model uses the prompt stage's best prompt; a trained model the prompt it was trained on."""
-    selection = json.loads((run.upstream("select") / "selection.json").read_text())
-    found = [("base", selection["path"], {"ref": selection["selected"]}, best)]
-    for stage in OPTIONAL:
-        if stage in run.inputs:
-            folder = run.upstream(stage)
-            # what the producing stage wrote (weights included, however sharded), not when
-            found.append((stage, str(folder / "model"), {"produced": produced(run.inputs[stage])},
-                            json.loads((folder / "prompt.json").read_text())))
+    selection = run.read("select", artifacts.Selection)
+    found = [("base", selection.path, {"ref": selection.selected}, best)]
+    for stage in run.optional:  # the trained models, in lineage order
+        model = run.read(stage, artifacts.TrainedModel)
+        # what the producing stage wrote (weights included, however sharded), not when
+        found.append((stage, model.path, {"produced": produced(run.inputs[stage])}, model.prompt))
     return found
 
 
@@ -162,12 +159,3 @@ def _judge(cfg, test, outputs: dict) -> dict | None:
         name: judge.compare(cfg.evaluate.judge, dialogues, base, [g.prediction for g in out[:n]])
         for name, out in outputs.items() if name != "base"}}
 
-
-def main(argv: list[str] | None = None) -> int:
-    from lifecycle.cli import stage_main
-
-    return stage_main("evaluate", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,24 +13,21 @@ runs on CPU and under `accelerate launch` on one or many GPUs.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m lifecycle.finetune …` is `python -m lifecycle finetune …`, before this copy defines anything
+    import runpy, sys; sys.argv.insert(1, "finetune"); runpy.run_module("lifecycle", run_name="__main__")
+
 import dataclasses
-import json
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from lifecycle.core import data, models, prompts
-from lifecycle.core.config import CHECK_ONLY, check_types, library_object, option, require
+from lifecycle.core import artifacts, data, models, prompts, training
+from lifecycle.core.artifacts import StageResult, StageRun
+from lifecycle.core.config import option, require
 from lifecycle.core.errors import ConfigError
-from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
+from lifecycle.core.library_options import CHECK_ONLY, check_types, library_object
 from lifecycle.core.plots import figure, save
-from lifecycle.core.store import last_checkpoint, write_json
+from lifecycle.core.store import write_json
 
-UPSTREAM = ("scope", "select", "prompt")
-SECTIONS = ("data", "models", "scope", "finetune")
-RESUMABLE = True  # checkpoints in the working folder: a killed run continues from the last complete one
-DISTRIBUTED = True  # under `accelerate launch` every process trains
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 TRAINING = {"num_train_epochs": 2, "learning_rate": 2e-4, "per_device_train_batch_size": 8,
             "gradient_accumulation_steps": 1, "lr_scheduler_type": "cosine", "warmup_steps": 5,
@@ -51,6 +48,11 @@ class FinetuneConfig:
                                                  "loss (needs an eval_strategy); null trains for the full schedule.")
 
     def __post_init__(self):
+        require(self.early_stopping_patience is None or self.early_stopping_patience > 0, "early_stopping_patience",
+                self.early_stopping_patience, "a positive number of evaluations or null")
+
+    def library_checks(self):
+        """PEFT's and TRL's own checks of `lora` and `training`, before the stage runs (core/library_options.py)."""
         from peft import LoraConfig
         from trl import SFTConfig
 
@@ -74,8 +76,6 @@ class FinetuneConfig:
                 train.get("learning_rate"), "a positive learning rate")
         for key in ("num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
             require(train.get(key) is None or train[key] > 0, f"training.{key}", train.get(key), "a positive number")
-        require(self.early_stopping_patience is None or self.early_stopping_patience > 0, "early_stopping_patience",
-                self.early_stopping_patience, "a positive number of evaluations or null")
         # The libraries' own checks, now rather than after the upstream stages and the model load.
         library_object(LoraConfig, self.lora, "lora")
         library_object(SFTConfig, self.trainer_options(), "training", **CHECK_ONLY)
@@ -90,29 +90,20 @@ class FinetuneConfig:
 
 
 def run(cfg, run: StageRun) -> StageResult:
-    selection = json.loads((run.upstream("select") / "selection.json").read_text())
-    best = json.loads((run.upstream("prompt") / "best.json").read_text())
+    selection = run.read("select", artifacts.Selection)
+    best = run.read("prompt", artifacts.Prompt)
     splits = data.load(cfg.data, seed=cfg.run.seed)
-    tokenizer = models.load_tokenizer(selection["path"])
-    trainer = build_trainer(cfg, selection, best["template"], splits, tokenizer, run.out)
-    checkpoints = run.out / "checkpoints"
-    resume = last_checkpoint(checkpoints)
-    if resume:
-        print(f"[finetune] resuming from {resume}")
-    result = trainer.train(resume_from_checkpoint=resume)
+    tokenizer = models.load_tokenizer(selection.path)
+    trainer = build_trainer(cfg, selection, best.template, splits, tokenizer, run)
+    result = trainer.train(resume_from_checkpoint=training.resume_point(run))
     trainable, total = _parameter_counts(trainer.model)
-    # Every process saves through the trainer: under FSDP or ZeRO-3 that gathers the shards.
-    trainer.save_model(str(run.out / ("model" if cfg.finetune.method == "full" else "adapter")))
-    if not is_main_process():
+    # the prompt this model was trained for (zero-shot: the instruction and decoding, no few-shot turns)
+    prompt = artifacts.Prompt(template=best.template, generation=best.generation)
+    history = training.finish(trainer, run, tokenizer, selection.path, prompt, cfg.finetune.method != "full",
+                              cfg.models.dtype)
+    if history is None:
         return StageResult(metrics={})
-    _save(tokenizer, cfg, selection, run)
-    prompt = {"template": best["template"], "shots": 0, "shot_examples": [], "generation": best["generation"]}
-    write_json(run.out / "prompt.json", prompt)  # the prompt this model was trained for; evaluate uses it
-    history = trainer.state.log_history
-    write_json(run.out / "train_log.json", history)
     _plot_loss(history, run.out / "loss.png")
-    shutil.move(checkpoints / "runs", run.out / "logs")  # TensorBoard event files, one folder per (resumed) run
-    shutil.rmtree(checkpoints, ignore_errors=True)  # resume points only; the artifacts are adapter/ and model/
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     metrics = {"method": cfg.finetune.method, "train_loss": round(result.training_loss, 4),
                "eval_loss": round(evals[-1], 4) if evals else None, "steps": trainer.state.global_step,
@@ -124,38 +115,33 @@ def run(cfg, run: StageRun) -> StageResult:
                        f"({metrics['trainable_percent']}%), train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}")
 
 
-def build_trainer(cfg, selection: dict, template: str, splits, tokenizer, out: Path):
+def build_trainer(cfg, selection: artifacts.Selection, template: str, splits, tokenizer, run: StageRun):
     """The configured trainer for the selected model (also what benchmarks/bench_train.py times)."""
-    build = _seq2seq_trainer if selection["seq2seq"] else _sft_trainer
-    return build(cfg, selection, template, splits, tokenizer, out)
+    build = _seq2seq_trainer if selection.seq2seq else _sft_trainer
+    return build(cfg, selection, template, splits, tokenizer, run)
 
 
-def _training_args(cfg, out: Path, cls):
-    """The library's own arguments object: what the run decides (paths, seed, device, dtype),
-    then the YAML's `training` options, which win."""
-    device = models.pick_device(cfg.models.device)
+def _training_args(cfg, run: StageRun, cls):
+    """The library's own arguments object: what the run decides, then the YAML's `training` options, which win."""
     allowed = {f.name for f in dataclasses.fields(cls)}
-    options = {"output_dir": str(out / "checkpoints"), "report_to": ["tensorboard"], "seed": cfg.run.seed,
-               "use_cpu": device == "cpu", "bf16": models.train_in_bf16(cfg.models.dtype, device),
-               "include_num_input_tokens_seen": "non_padding",
-               **{k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed}}
-    return cls(**options)
+    return cls(**training.arguments(cfg, run), include_num_input_tokens_seen="non_padding",
+               **{k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed})
 
 
-def _sft_trainer(cfg, selection, template, splits, tokenizer, out):
+def _sft_trainer(cfg, selection, template, splits, tokenizer, run):
     from trl import SFTConfig, SFTTrainer
 
-    def examples(ds):
-        return ds.map(lambda row: prompts.training_example(tokenizer, template, row[cfg.data.input_column],
-                                                           row[cfg.data.target_column]),
-                      remove_columns=ds.column_names)
+    def examples(ds):  # one per row, or per assistant turn of a chat row (loss on assistant tokens only)
+        return ds.map(lambda rows: prompts.training_batch(tokenizer, template, rows[cfg.data.input_column],
+                                                          rows[cfg.data.target_column]),
+                      batched=True, remove_columns=ds.column_names)
 
-    return SFTTrainer(model=_load_for_training(cfg, selection), args=_training_args(cfg, out, SFTConfig),
+    return SFTTrainer(model=_load_for_training(cfg, selection), args=_training_args(cfg, run, SFTConfig),
                       train_dataset=examples(splits["train"]), eval_dataset=examples(splits["validation"]),
                       processing_class=tokenizer, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=_callbacks(cfg))
 
 
-def _seq2seq_trainer(cfg, selection, template, splits, tokenizer, out):
+def _seq2seq_trainer(cfg, selection, template, splits, tokenizer, run):
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
@@ -174,7 +160,7 @@ def _seq2seq_trainer(cfg, selection, template, splits, tokenizer, out):
     model = _load_for_training(cfg, selection)
     lora = _lora(cfg, "SEQ_2_SEQ_LM")
     return Seq2SeqTrainer(model=get_peft_model(model, lora) if lora else model,
-                          args=_training_args(cfg, out, Seq2SeqTrainingArguments),
+                          args=_training_args(cfg, run, Seq2SeqTrainingArguments),
                           train_dataset=tokenize(splits["train"]), eval_dataset=tokenize(splits["validation"]),
                           data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,
                           callbacks=_callbacks(cfg))
@@ -183,11 +169,11 @@ def _seq2seq_trainer(cfg, selection, template, splits, tokenizer, out):
 def _load_for_training(cfg, selection):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BitsAndBytesConfig
 
-    cls = AutoModelForSeq2SeqLM if selection["seq2seq"] else AutoModelForCausalLM
+    cls = AutoModelForSeq2SeqLM if selection.seq2seq else AutoModelForCausalLM
     device = models.pick_device(cfg.models.device)
     dtype = models.pick_dtype(cfg.models.dtype, device)
     if cfg.finetune.method != "qlora":
-        return cls.from_pretrained(selection["path"], dtype=dtype)
+        return cls.from_pretrained(selection.path, dtype=dtype)
     if not device.startswith("cuda"):
         raise ConfigError("finetune.method", "qlora", "lora or full on this machine: QLoRA's 4-bit base needs a CUDA "
                           "GPU with bitsandbytes; on CPU use method=lora")
@@ -196,7 +182,7 @@ def _load_for_training(cfg, selection):
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=dtype)
     # One whole copy of the 4-bit base per process, on that process's GPU (DDP; QLoRA does not shard).
-    return cls.from_pretrained(selection["path"], quantization_config=quant, dtype=dtype,
+    return cls.from_pretrained(selection.path, quantization_config=quant, dtype=dtype,
                                device_map={"": PartialState().local_process_index})
 
 
@@ -218,15 +204,6 @@ def _parameter_counts(model) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def _save(tokenizer, cfg, selection, run: StageRun) -> None:
-    """Next to what the trainer saved (adapter/ in PEFT format for LoRA, model/ for full): always
-    model/ with the adapter merged in, which rlhf, evaluate and quantize load with a plain `from_pretrained`."""
-    if cfg.finetune.method != "full":
-        tokenizer.save_pretrained(run.out / "adapter")
-        models.merge_adapter(selection["path"], run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
-    tokenizer.save_pretrained(run.out / "model")
-
-
 def _plot_loss(history: list[dict], path) -> None:
     fig, ax = figure(width=6.5, height=4)
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
@@ -240,12 +217,3 @@ def _plot_loss(history: list[dict], path) -> None:
         ax.legend()
     save(fig, path)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from lifecycle.cli import stage_main
-
-    return stage_main("finetune", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,10 +22,10 @@ from lifecycle.core import quiet
 quiet.setup()
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from lifecycle import report  # noqa: E402
+from lifecycle import pipeline, report  # noqa: E402
+from lifecycle import stages as registry  # noqa: E402
 from lifecycle.config import load  # noqa: E402
-from lifecycle.core import pipeline  # noqa: E402
-from lifecycle.core.pipeline import Invocation  # noqa: E402
+from lifecycle.pipeline import Invocation  # noqa: E402
 from lifecycle.core.render import IMAGE, cell, demote, value_text, when  # noqa: E402
 from lifecycle.core.store import Run  # noqa: E402
 
@@ -42,7 +42,7 @@ class Notebook:
 
     def run_until(self, stage: str) -> None:
         """Every stage up to and including `stage`, in order; up-to-date ones are skipped."""
-        for name in pipeline.STAGES[: pipeline.STAGES.index(stage) + 1]:
+        for name in registry.NAMES[: registry.NAMES.index(stage) + 1]:
             pipeline.execute(self.cfg, name, self.how)
 
     def show(self, stage: str) -> None:

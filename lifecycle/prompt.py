@@ -12,21 +12,22 @@ generation config go to `best.json`, which finetune and evaluate use.
 
 from __future__ import annotations
 
-import json
+if __name__ == "__main__":  # `python -m lifecycle.prompt …` is `python -m lifecycle prompt …`, before this copy defines anything
+    import runpy, sys; sys.argv.insert(1, "prompt"); runpy.run_module("lifecycle", run_name="__main__")
+
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from lifecycle.core import data, generate, metrics, models, prompts
+from lifecycle.core import artifacts, data, generate, metrics, models, prompts
+from lifecycle.core.artifacts import StageResult, StageRun
 from lifecycle.core.config import option, require
-from lifecycle.core.pipeline import StageResult, StageRun
 from lifecycle.core.plots import figure, save
 from lifecycle.core.store import write_json
 
-UPSTREAM = ("scope", "select")
-SECTIONS = ("data", "models", "scope", "prompt")
 SWEEP = [
     {"do_sample": False},
     {"do_sample": False, "repetition_penalty": 1.2},
@@ -57,10 +58,13 @@ class PromptConfig:
                     f"one of {list(prompts.TEMPLATES)} or text with exactly one {{input}}")
         require(len(self.shots) > 0 and min(self.shots) >= 0, "shots", self.shots, "a list of numbers >= 0")
         require(len(self.generation) > 0, "generation", self.generation, "at least one set of generation options")
-        for i, options in enumerate(self.generation):
-            generate.generation_config(options, f"prompt.generation[{i}]")
         require(self.sample > 0, "sample", self.sample, "a positive number of examples")
         require(self.batch_size > 0, "batch_size", self.batch_size, "a positive batch size")
+
+    def library_checks(self):
+        """transformers' GenerationConfig checks of every `generation`, before the stage runs (core/library_options.py)."""
+        for i, options in enumerate(self.generation):
+            generate.generation_config(options, f"prompt.generation[{i}]")
 
 
 @dataclass
@@ -73,27 +77,28 @@ class Trial:
 
 
 def run(cfg, run: StageRun) -> StageResult:
-    selection = json.loads((run.upstream("select") / "selection.json").read_text())
+    selection = run.read("select", artifacts.Selection)
     splits = data.load(cfg.data, seed=cfg.run.seed)
     val = splits["validation"].select(range(min(cfg.prompt.sample, len(splits["validation"]))))
     shot_pool = _shot_pool(splits["train"], cfg)
-    model = models.load_model(selection["path"], cfg.models.device, cfg.models.dtype)
-    tokenizer = models.load_tokenizer(selection["path"])
+    model = models.load_model(selection.path, cfg.models.device, cfg.models.dtype)
+    tokenizer = models.load_tokenizer(selection.path)
     ctx = {"cfg": cfg, "model": model, "tokenizer": tokenizer, "val": val, "pool": shot_pool,
-           "context": selection["context_length"]}
+           "context": selection.context_length}
 
-    first = [_trial(ctx, name, k, cfg.prompt.generation[0]) for name in cfg.prompt.templates for k in cfg.prompt.shots]
+    # Rows with an instruction of their own (data.format other than columns) are prompted as they are: one template.
+    templates = cfg.prompt.templates if prompts.templates_apply() else [prompts.OWN]
+    first = [_trial(ctx, name, k, cfg.prompt.generation[0]) for name in templates for k in cfg.prompt.shots]
     best_prompt = max(first, key=lambda t: t.scores[cfg.prompt.metric]["value"])
     second = [best_prompt] + [_trial(ctx, best_prompt.template, best_prompt.shots, g) for g in cfg.prompt.generation[1:]]
     best = max(second, key=lambda t: t.scores[cfg.prompt.metric]["value"])
 
     template = prompts.TEMPLATES.get(best.template, best.template)
-    chosen = {"template_name": best.template, "template": template, "shots": best.shots,
-              "shot_ids": [i for i, _, _ in shot_pool[: best.shots]],
-              "shot_examples": [[x, y] for _, x, y in shot_pool[: best.shots]],
-              "generation": {"max_new_tokens": cfg.scope.max_new_tokens, **best.generation},
-              "metric": cfg.prompt.metric, "score": best.scores[cfg.prompt.metric]}
-    write_json(run.out / "best.json", chosen)
+    chosen = artifacts.Prompt(template=template, generation={"max_new_tokens": cfg.scope.max_new_tokens, **best.generation},
+                              shots=best.shots, shot_examples=[[x, y] for _, x, y in shot_pool[: best.shots]],
+                              template_name=best.template, shot_ids=[i for i, _, _ in shot_pool[: best.shots]],
+                              metric=cfg.prompt.metric, score=best.scores[cfg.prompt.metric])
+    artifacts.write(run.out, chosen)
     write_json(run.out / "trials.json", [vars(t) for t in first + second[1:]])
     (run.out / "prompt.md").write_text(_report(first, second, best, cfg, len(val)))
     _plot(first, second, cfg, run.out / "prompt.png")
@@ -102,7 +107,7 @@ def run(cfg, run: StageRun) -> StageResult:
                  cfg.prompt.metric: best.scores[cfg.prompt.metric]["value"], "trials": len(first) + len(second) - 1},
         summary=f"best: template `{best.template}`, {best.shots}-shot, {best.generation} -> "
                 f"{cfg.prompt.metric} {best.scores[cfg.prompt.metric]['value']:.3f}",
-        decision=chosen)
+        decision=dataclasses.asdict(chosen))
 
 
 def _shot_pool(train, cfg) -> list[tuple[str, str, str]]:
@@ -153,7 +158,7 @@ def _report(first: list[Trial], second: list[Trial], best: Trial, cfg, n: int) -
 
 
 def _plot(first: list[Trial], second: list[Trial], cfg, path) -> None:
-    m, templates, shots = cfg.prompt.metric, cfg.prompt.templates, cfg.prompt.shots
+    m, templates, shots = cfg.prompt.metric, list(dict.fromkeys(t.template for t in first)), cfg.prompt.shots
     grid = np.array([[next(t.scores[m]["value"] for t in first if t.template == name and t.shots == k) for k in shots]
                      for name in templates])
     fig, (left, right) = figure(ncols=2, width=12, height=4.2)
@@ -170,12 +175,3 @@ def _plot(first: list[Trial], second: list[Trial], cfg, path) -> None:
     right.tick_params(axis="y", labelsize=7)
     save(fig, path)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from lifecycle.cli import stage_main
-
-    return stage_main("prompt", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

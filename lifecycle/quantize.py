@@ -1,7 +1,7 @@
 """Stage 7, quantize: deployment artifacts of the fine-tuned model, with their trade-offs measured.
 
 The fine-tuned model (adapter merged) is saved as deployable variants: the
-reference (float32 on CPU, bfloat16 on a GPU that has it) and bitsandbytes
+reference (models.dtype: bfloat16 where the hardware has it natively, else float32) and bitsandbytes
 LLM.int8 and 4-bit NF4 with and without double quantization, and the reference written as
 GGUF (f16, q8_0; with an Ollama Modelfile) for llama.cpp. Every variant is reloaded from its
 folder and measured the same way (GGUF files in llama.cpp, on the CPU): weight
@@ -16,22 +16,21 @@ with `transformers.pipeline` in a fresh process, as a user would.
 
 from __future__ import annotations
 
-import json
+if __name__ == "__main__":  # `python -m lifecycle.quantize …` is `python -m lifecycle quantize …`, before this copy defines anything
+    import runpy, sys; sys.argv.insert(1, "quantize"); runpy.run_module("lifecycle", run_name="__main__")
+
+import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from lifecycle.core import (data, deployable, gguf_variants, measure, models, pipeline_check, quantization,
+from lifecycle.core import (artifacts, data, deployable, gguf_variants, measure, models, pipeline_check, quantization,
                             quantreport, systems)
+from lifecycle.core.artifacts import StageResult, StageRun
 from lifecycle.core.config import option, require
 from lifecycle.core.gguf_export import GGUFConfig
-from lifecycle.core.pipeline import StageResult, StageRun, versions
+from lifecycle.core.provenance import versions
 from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import load_scorer
-
-UPSTREAM = ("scope", "finetune")
-OPTIONAL = ("rlhf",)
-SECTIONS = ("data", "models", "scope", "metrics", "quantize")
 
 
 @dataclass
@@ -39,8 +38,9 @@ class QuantizeConfig:
     variants: list[Literal["reference", "int8", "nf4", "nf4-nodq"]] = option(
         list(quantization.VARIANTS), help="Variants to build and measure: reference (unquantized, always needed), int8 "
         "(bitsandbytes LLM.int8), nf4 (4-bit NF4 with double quantization), nf4-nodq (without).")
-    compute_dtype: models.DType = option("auto", help="bnb_4bit_compute_dtype of the 4-bit variants; auto is the "
-                                         "reference's dtype (float32 on CPU, bfloat16 on a GPU that supports it).")
+    compute_dtype: models.DType = option("auto", help="bnb_4bit_compute_dtype of the 4-bit variants; auto is bfloat16 "
+                                         "on a GPU that supports it, else float32 (on a CPU the reference may be "
+                                         "bfloat16 while the bitsandbytes variants keep float32).")
     bitsandbytes: dict[str, Any] = option({}, help="More transformers.BitsAndBytesConfig options for every quantized "
                                           "variant, e.g. {llm_int8_threshold: 6.0, llm_int8_skip_modules: [lm_head]}.")
     limit: int | None = option(32, help="Measure quality on the first N test examples (null: the whole test split).")
@@ -60,14 +60,17 @@ class QuantizeConfig:
         require(self.batch_size > 0, "batch_size", self.batch_size, "a positive batch size")
         require(self.latency_examples > 0, "latency_examples", self.latency_examples, "at least one example")
         require(self.examples >= 0, "examples", self.examples, "zero or more")
+
+    def library_checks(self):
+        """BitsAndBytesConfig's own checks of `bitsandbytes`, before the stage runs (core/library_options.py)."""
         quantization.check_options(self.bitsandbytes, self.variants)
 
 
 def run(cfg, run: StageRun) -> StageResult:
-    stage, folder = source(run)
-    model_dir, prompt = str(folder / "model"), json.loads((folder / "prompt.json").read_text())
-    scope = json.loads((run.upstream("scope") / "scope.json").read_text())
-    criteria = scope["criteria"]
+    # the last model of the lineage: the RLHF policy when the run has one, else the fine-tuned model
+    stage, scope = run.latest, run.read("scope", artifacts.Scope)
+    trained = run.read(stage, artifacts.TrainedModel)
+    model_dir, prompt, criteria = trained.path, trained.prompt, scope.criteria
     test = data.load(cfg.data, seed=cfg.run.seed)["test"]
     if cfg.quantize.limit:
         test = test.select(range(min(cfg.quantize.limit, len(test))))
@@ -87,15 +90,15 @@ def run(cfg, run: StageRun) -> StageResult:
     refused = gguf_variants.refusal(run.out / "variants" / "reference") if cfg.quantize.gguf.types else None
     if cfg.quantize.gguf.types and not refused:
         ggufs, gguf_outputs = gguf_variants.build_and_measure(cfg, run.out / "variants" / "reference", run.out / "variants",
-                                                              test, prompt, scorer, scope["task"])
+                                                              test, prompt, scorer, scope.task)
         rows, outputs = {**rows, **ggufs}, {**outputs, **gguf_outputs}
     ref = rows["reference"]
     for name, row in rows.items():
         row["memory_ratio"] = round(row["memory_mb"] / ref["memory_mb"], 3)
         row["vs_reference"] = {} if name == "reference" else systems.compare(ref, row, cfg.metrics.bootstrap, cfg.run.seed)
     decision = deployable.choose({n: deployable.budget_row(r) for n, r in rows.items()}, criteria)
-    lineage = quantreport.lineage(run, stage, folder, scope["task"])
-    final = run.run.dir("quantize")  # where the variants live once the stage completes
+    lineage = quantreport.lineage(run, stage, model_dir, scope.task)
+    final = run.run.dir(run.stage)  # where the variants live once the stage completes
     for name, row in rows.items():
         quantreport.write_card(run.out / "variants" / name, name, row, lineage, decision, final / "variants" / name)
     if decision["variant"]:
@@ -109,26 +112,9 @@ def run(cfg, run: StageRun) -> StageResult:
              "measured": "weight memory, load time, latency, tokens/s and "
              "quality of every variant" + (", and the fresh-process pipeline check of the deployable one"
                                            if decision.get("pipeline_check") else "")}
-    write_json(run.out / "deployable.json", decision)
+    artifacts.write(run.out, artifacts.Deployable(**decision))
     write_json(run.out / "quantize.json", {"source": lineage, "measured_on": where, "test_examples": len(test),
-                                           "prompt": prompt, "criteria": criteria, "variants": rows, "deployable": decision})
+                                           "prompt": dataclasses.asdict(prompt), "criteria": criteria, "variants": rows, "deployable": decision})
     quantreport.plot(rows, decision, criteria, run.out / "quantize.png")
     (run.out / "quantize.md").write_text(quantreport.markdown(rows, outputs, decision, criteria, lineage, where, test, cfg))
     return StageResult(metrics=quantreport.headline(rows, decision, len(test)), summary=quantreport.summary(rows, decision))
-
-
-def source(run: StageRun) -> tuple[str, Path]:
-    """The stage whose model is deployed, and its folder (holding `model/` and `prompt.json`):
-    the RLHF policy when the run has one, else the fine-tuned model (adapters merged in both)."""
-    stage = "rlhf" if "rlhf" in run.inputs else "finetune"
-    return stage, run.upstream(stage)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from lifecycle.cli import stage_main
-
-    return stage_main("quantize", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

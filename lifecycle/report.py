@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lifecycle.core import pipeline
+from lifecycle import pipeline
+from lifecycle import stages as registry
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.render import IMAGE, cell, demote, duration, to_html, value_text, when
 from lifecycle.core.store import Run, write_text
@@ -41,7 +42,7 @@ class StageInfo:
 def collect(cfg) -> list[StageInfo]:
     run = Run(cfg.run)
     infos, memo = [], {}
-    for stage in pipeline.STAGES:
+    for stage in registry.NAMES:
         state = pipeline.status(cfg, stage, memo)
         infos.append(StageInfo(stage, state.state, state.reason, state.manifest, run.dir(stage)))
     return infos

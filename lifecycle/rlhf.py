@@ -16,26 +16,26 @@ numbers on the held-out test split (and its slice) come with CIs and a paired te
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m lifecycle.rlhf …` is `python -m lifecycle rlhf …`, before this copy defines anything
+    import runpy, sys; sys.argv.insert(1, "rlhf"); runpy.run_module("lifecycle", run_name="__main__")
+
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lifecycle.core import data, models, preference, prompts, rl_health, rl_report, splice
-from lifecycle.core.config import CHECK_ONLY, check_types, library_object, option, require, to_dict
+from lifecycle.core import artifacts, data, models, preference, prompts, rl_health, rl_report, splice, training
+from lifecycle.core.artifacts import StageResult, StageRun
+from lifecycle.core.config import option, require, to_dict
 from lifecycle.core.errors import StageError
-from lifecycle.core.pipeline import StageResult, StageRun, is_main_process
+from lifecycle.core.library_options import CHECK_ONLY, check_types, library_object
 from lifecycle.core.preference import PairsConfig
-from lifecycle.core.splice import SpliceConfig
+from lifecycle.core.processes import is_main_process
 from lifecycle.core.rewards import WEIGHTS, rewards
-from lifecycle.core.store import last_checkpoint, write_json
+from lifecycle.core.splice import SpliceConfig
+from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import ScorerConfig, load_scorer, probe_check
 
-UPSTREAM = ("scope", "finetune")
-SECTIONS = ("data", "models", "scope", "metrics", "rlhf")
-RESUMABLE = True  # the RL adapter's checkpoints survive a kill
-DISTRIBUTED = True  # under `accelerate launch` every process trains
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 TRAINING = {"max_steps": 40, "learning_rate": 1e-5, "per_device_train_batch_size": 8, "num_generations": 4,
             "max_completion_length": 64, "beta": 0.05, "temperature": 0.9, "logging_steps": 1, "save_steps": 10,
@@ -82,21 +82,28 @@ class RlhfConfig:
     batch_size: int = option(8, help="Prompts generated together for the before/after comparison.")
 
     def __post_init__(self):
+        for term in self.weights:
+            require(term in WEIGHTS, f"weights.{term}", self.weights[term], f"one of the reward terms {list(WEIGHTS)}")
+        require(0 <= self.min_reward_auc <= 1, "min_reward_auc", self.min_reward_auc, "a ROC AUC between 0 and 1")
+        require(self.algorithm != "dpo" or self.pairs.source != "counterfactual" or self.splice is not None,
+                "pairs.source", self.pairs.source,
+                "`sampled`, or set rlhf.splice (counterfactual pairs copy the spliced turn into the own summary)")
+
+    def library_checks(self):
+        """PEFT's and TRL's own checks of `lora` and the algorithm's options, before the stage runs
+        (core/library_options.py): now rather than after finetune."""
         from peft import LoraConfig
 
         for key in self.lora:
             require(key in {f.name for f in dataclasses.fields(LoraConfig)}, f"lora.{key}", self.lora[key],
                     "a peft.LoraConfig option such as r, lora_alpha, lora_dropout or target_modules")
-        for term in self.weights:
-            require(term in WEIGHTS, f"weights.{term}", self.weights[term], f"one of the reward terms {list(WEIGHTS)}")
         if self.algorithm == "dpo":
             self._check_dpo()
         else:
             self._check_rl()
         lora = check_types(LoraConfig, self.lora, "lora")
         require(isinstance(lora.get("r"), int) and lora["r"] > 0, "lora.r", lora.get("r"), "a positive rank")
-        require(0 <= self.min_reward_auc <= 1, "min_reward_auc", self.min_reward_auc, "a ROC AUC between 0 and 1")
-        library_object(LoraConfig, self.lora, "lora")  # the library's own checks, now rather than after finetune
+        library_object(LoraConfig, self.lora, "lora")
 
     def _check_rl(self):
         from trl import GRPOConfig, RLOOConfig
@@ -114,8 +121,6 @@ class RlhfConfig:
         from trl import DPOConfig
 
         _trainer_options(DPOConfig, self.preference, "preference", "beta, learning_rate, num_train_epochs")
-        require(self.pairs.source != "counterfactual" or self.splice is not None, "pairs.source", self.pairs.source,
-                "`sampled`, or set rlhf.splice (counterfactual pairs copy the spliced turn into the own summary)")
         library_object(DPOConfig, self.preference, "preference", **CHECK_ONLY)
 
 
@@ -136,7 +141,7 @@ def not_applicable(cfg, run: StageRun) -> str | None:
     """Why this run has no RL stage: switched off, or a policy TRL's RL trainers cannot train."""
     if not cfg.rlhf.enabled:
         return "rlhf.enabled is false; evaluate and quantize use the fine-tuned model"
-    if models.is_seq2seq(str(run.upstream("finetune") / "model")):
+    if models.is_seq2seq(run.read("finetune", artifacts.TrainedModel).path):
         return ("the fine-tuned model is seq2seq and TRL's RL trainers are causal-only; evaluate and quantize use "
                 "the fine-tuned model (pick a causal model in models.candidates or select.pin to run RL)")
     return None
@@ -155,33 +160,23 @@ def references(cfg) -> dict:
 
 
 def run(cfg, run: StageRun) -> StageResult:
-    sft = run.upstream("finetune")
-    prompt = json.loads((sft / "prompt.json").read_text())
+    sft = run.read("finetune", artifacts.TrainedModel)
     splits = data.load(cfg.data, seed=cfg.run.seed)
     check = _check_reward(cfg, run)
-    tokenizer = models.load_tokenizer(str(sft / "model"))
-    trainer, pairs = build_trainer(cfg, str(sft / "model"), prompt, splits["train"], tokenizer, run)
-    checkpoints = run.out / "checkpoints"
-    resume = last_checkpoint(checkpoints)
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(run.out / "adapter"))  # on every process: gathers sharded weights under FSDP/ZeRO-3
-    if not is_main_process():
+    tokenizer = models.load_tokenizer(sft.path)
+    trainer, pairs = build_trainer(cfg, sft.path, sft.prompt, splits["train"], tokenizer, run)
+    trainer.train(resume_from_checkpoint=training.resume_point(run))
+    history = training.finish(trainer, run, tokenizer, sft.path, sft.prompt, True, cfg.models.dtype)
+    if history is None:
         return StageResult(metrics={})
-    models.merge_adapter(str(sft / "model"), run.out / "adapter", cfg.models.dtype).save_pretrained(run.out / "model")
-    tokenizer.save_pretrained(run.out / "model")
-    write_json(run.out / "prompt.json", prompt)
-    history = trainer.state.log_history
-    write_json(run.out / "train_log.json", history)
     rl_report.plot_training(history, run.out / "rl_curves.png")
-    shutil.move(checkpoints / "runs", run.out / "logs")
-    shutil.rmtree(checkpoints, ignore_errors=True)
     health = {"signals": rl_health.summary(history), "red_flags": rl_health.red_flags(
         history, cfg.rlhf.training.get("max_completion_length", 256), cfg.rlhf.kl_budget)}
     for flag in health["red_flags"]:
         print(f"[lifecycle] rlhf warning: {flag}")
-    training = {"reward_check": check, "health": health, **({"pairs": pairs} if pairs else {})}
-    comparison = rl_report.before_after(cfg, str(sft / "model"), str(run.out / "model"), prompt, splits["test"],
-                                        judges(cfg), training, run.out)
+    trained = {"reward_check": check, "health": health, **({"pairs": pairs} if pairs else {})}
+    comparison = rl_report.before_after(cfg, sft.path, str(run.out / artifacts.MODEL_DIR), sft.prompt, splits["test"],
+                                        judges(cfg), trained, run.out)
     return StageResult(metrics={**comparison["headline"], "reward_roc_auc": check["roc_auc"],
                                 "red_flags": len(health["red_flags"])}, summary=comparison["summary"])
 
@@ -211,33 +206,32 @@ def _check_reward(cfg, run: StageRun) -> dict:
     return check
 
 
-def build_trainer(cfg, policy: str, prompt: dict, train, tokenizer, run: StageRun):
+def build_trainer(cfg, policy: str, prompt: artifacts.Prompt, train, tokenizer, run: StageRun):
     """The TRL trainer for rlhf.algorithm, and (dpo) what its pairs are."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     device = models.pick_device(cfg.models.device)
-    common = {"output_dir": str(run.out / "checkpoints"), "report_to": ["tensorboard"], "seed": cfg.run.seed,
-              "use_cpu": device == "cpu", "bf16": models.train_in_bf16(cfg.models.dtype, device)}
+    common = training.arguments(cfg, run)
     peft_config = LoraConfig(task_type="CAUSAL_LM", **cfg.rlhf.lora)
     if cfg.rlhf.algorithm == "dpo":
         pairs = _preference_pairs(cfg, policy, prompt, train, tokenizer, device, run)
-        model = models.load_model(policy, device, cfg.models.dtype).train()
+        model = models.load_model(policy, device, cfg.models.dtype, training=True).train()
         return DPOTrainer(model=model, args=DPOConfig(**common, **cfg.rlhf.preference), peft_config=peft_config,
                           train_dataset=Dataset.from_list(pairs["rows"]), processing_class=tokenizer), pairs["summary"]
     dialogues, references, _ = _training_prompts(cfg, train)
-    dataset = Dataset.from_dict({"prompt": [prompts.training_example(tokenizer, prompt["template"], d, r)["prompt"]
+    dataset = Dataset.from_dict({"prompt": [prompts.training_example(tokenizer, prompt.template, d, r)["prompt"]
                                             for d, r in zip(dialogues, references)], "reference": references})
     funcs, weights = rewards(load_scorer(cfg.rlhf.reward), cfg.rlhf.weights, cfg.rlhf.reward_output)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if cfg.rlhf.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     args = config_cls(**common, reward_weights=weights, **cfg.rlhf.training)
-    model = models.load_model(policy, device, cfg.models.dtype).train()
+    model = models.load_model(policy, device, cfg.models.dtype, training=True).train()
     return trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
                        peft_config=peft_config), None
 
 
-def _preference_pairs(cfg, policy: str, prompt: dict, train, tokenizer, device: str, run: StageRun) -> dict:
+def _preference_pairs(cfg, policy: str, prompt: artifacts.Prompt, train, tokenizer, device: str, run: StageRun) -> dict:
     """DPO's pairs, built once with the SFT model (and reread when a killed run resumes)."""
     saved = run.out / "pairs.json"
     if saved.exists():
@@ -264,12 +258,3 @@ def _training_prompts(cfg, train, limit: int | None = None):
     spliced, turns = splice.spliced(dialogues, splice.load_pool(cfg.rlhf.splice.pool), cfg.rlhf.splice.share, cfg.run.seed)
     return spliced, references, turns
 
-
-def main(argv: list[str] | None = None) -> int:
-    from lifecycle.cli import stage_main
-
-    return stage_main("rlhf", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

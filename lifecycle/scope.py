@@ -11,19 +11,19 @@ them, or (data.overlong) truncated in every stage and reported here.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m lifecycle.scope …` is `python -m lifecycle scope …`, before this copy defines anything
+    import runpy, sys; sys.argv.insert(1, "scope"); runpy.run_module("lifecycle", run_name="__main__")
+
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from lifecycle.core import data, models
+from lifecycle.core import artifacts, data, models
+from lifecycle.core.artifacts import StageResult, StageRun
 from lifecycle.core.config import option, require
 from lifecycle.core.errors import DataError
-from lifecycle.core.pipeline import StageResult, StageRun
 from lifecycle.core.plots import figure, save
-from lifecycle.core.store import write_json
-
-UPSTREAM = ()
-SECTIONS = ("data", "models", "scope")
 
 
 @dataclass
@@ -62,16 +62,16 @@ def run(cfg, run: StageRun) -> StageResult:
     candidates = [_profile(ref, cfg, splits) for ref in cfg.models.candidates]
     warnings = [w for c in candidates for w in c.pop("warnings")]
     lengths = {c["ref"]: c.pop("input_lengths") for c in candidates}
-    scope = {
-        "task": cfg.scope.task,
-        "criteria": vars(cfg.scope.criteria),
-        "columns": {"input": cfg.data.input_column, "target": cfg.data.target_column, "id": cfg.data.id_column or "id"},
-        "splits": {role: {"name": cfg.data.splits[role], "rows": len(ds)} for role, ds in splits.items()},
-        "max_new_tokens": cfg.scope.max_new_tokens,
-        "candidates": candidates,
-        "warnings": warnings,
-    }
-    write_json(run.out / "scope.json", scope)
+    scope = artifacts.Scope(
+        task=cfg.scope.task,
+        criteria=vars(cfg.scope.criteria),
+        columns={"input": cfg.data.input_column, "target": cfg.data.target_column, "id": cfg.data.id_column or "id"},
+        splits={role: {"name": cfg.data.splits[role], "rows": len(ds)} for role, ds in splits.items()},
+        max_new_tokens=cfg.scope.max_new_tokens,
+        candidates=candidates,
+        warnings=warnings,
+    )
+    artifacts.write(run.out, scope)
     _plot_lengths(candidates, lengths, cfg.scope.max_new_tokens, run.out / "token_lengths.png")
     (run.out / "report.md").write_text(_report(scope, splits, cfg))
     for warning in warnings:
@@ -82,7 +82,7 @@ def run(cfg, run: StageRun) -> StageResult:
                  "input_tokens_p95": first["validation"]["input"]["p95"], "warnings": len(warnings)},
         summary=f"{sum(len(ds) for ds in splits.values())} examples, {len(candidates)} candidate model(s), "
                 f"{len(warnings)} warning(s); report: {run.out.parent / 'scope' / 'report.md'}",
-        decision=scope)
+        decision=dataclasses.asdict(scope))
 
 
 def _profile(ref: str, cfg, splits) -> dict:
@@ -143,11 +143,11 @@ def _plot_lengths(candidates: list[dict], lengths: dict, max_new_tokens: int, pa
     save(fig, path)
 
 
-def _report(scope: dict, splits, cfg) -> str:
-    crit = scope["criteria"]
+def _report(scope: artifacts.Scope, splits, cfg) -> str:
+    crit = scope.criteria
     lines = [
-        f"# Scope: {scope['task']}", "",
-        f"Input column `{scope['columns']['input']}` -> target column `{scope['columns']['target']}`, data `{cfg.data.path}`.", "",
+        f"# Scope: {scope.task}", "",
+        f"Input column `{scope.columns['input']}` -> target column `{scope.columns['target']}`, data `{cfg.data.path}`.", "",
         "## Success criteria and budgets", "",
         "| criterion | value |", "|---|---|",
         f"| ROUGE-L on test (min) | {crit['min_rougeL']:.3f} |",
@@ -157,32 +157,23 @@ def _report(scope: dict, splits, cfg) -> str:
         f"| quantization ROUGE-L drop (max) | {crit['max_quality_drop']:.3f} |", "",
         "## Data", "",
         "| split | name | rows |", "|---|---|---|",
-        *[f"| {role} | {s['name']} | {s['rows']} |" for role, s in scope["splits"].items()], "",
+        *[f"| {role} | {s['name']} | {s['rows']} |" for role, s in scope.splits.items()], "",
         "## Token lengths per candidate model", "",
         "| model | context | split | input mean | input p95 | input max | target mean | target p95 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for c in scope["candidates"]:
+    for c in scope.candidates:
         for role, t in c["tokens"].items():
             lines.append(f"| {c['ref']} | {c['context_length']:,} | {role} | {t['input']['mean']} | {t['input']['p95']} | "
                          f"{t['input']['max']} | {t['target']['mean']} | {t['target']['p95']} |")
     lines += ["", "![token lengths](token_lengths.png)", "", "## Warnings", ""]
-    lines += [f"- {w}" for w in scope["warnings"]] or ["None: every input fits every candidate's context with room for the output."]
+    lines += [f"- {w}" for w in scope.warnings] or ["None: every input fits every candidate's context with room for the output."]
     lines += ["", "## Examples (validation)", ""]
     val = splits["validation"]
     for row in val.select(range(min(cfg.scope.report_examples, len(val)))):
         dialogue = row[cfg.data.input_column]
         shown = dialogue if len(dialogue) < 600 else dialogue[:600] + " …"
-        lines += [f"**{row[scope['columns']['id']]}**", "", "```", shown, "```", "",
+        lines += [f"**{row[scope.columns['id']]}**", "", "```", shown, "```", "",
                   f"Reference: {row[cfg.data.target_column]}", ""]
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from lifecycle.cli import stage_main
-
-    return stage_main("scope", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

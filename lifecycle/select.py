@@ -10,20 +10,18 @@ within scope's memory and latency budgets. Later stages use `selection.json`.
 
 from __future__ import annotations
 
-import json
+if __name__ == "__main__":  # `python -m lifecycle.select …` is `python -m lifecycle select …`, before this copy defines anything
+    import runpy, sys; sys.argv.insert(1, "select"); runpy.run_module("lifecycle", run_name="__main__")
+
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from lifecycle.core import data, generate, metrics, models, prompts
+from lifecycle.core import artifacts, data, generate, metrics, models, prompts
+from lifecycle.core.artifacts import StageResult, StageRun
 from lifecycle.core.config import option, require
 from lifecycle.core.errors import StageError
-from lifecycle.core.pipeline import StageResult, StageRun
 from lifecycle.core.plots import figure, save
-from lifecycle.core.store import write_json
-
-UPSTREAM = ("scope",)
-SECTIONS = ("data", "models", "scope", "select")
 
 
 @dataclass
@@ -43,35 +41,39 @@ class SelectConfig:
         require(self.latency_examples > 0, "latency_examples", self.latency_examples, "at least one example")
         require(self.template in prompts.TEMPLATES or prompts.check_template(self.template), "template",
                 self.template, f"one of {list(prompts.TEMPLATES)} or text with exactly one {{input}}")
+
+    def library_checks(self):
+        """transformers' GenerationConfig checks of `generation`, before the stage runs (core/library_options.py)."""
         generate.generation_config(self.generation, "select.generation")
 
 
 def run(cfg, run: StageRun) -> StageResult:
-    scope = json.loads((run.upstream("scope") / "scope.json").read_text())
+    scope = run.read("scope", artifacts.Scope)
     val = data.load(cfg.data, seed=cfg.run.seed)["validation"]
     val = val.select(range(min(cfg.select.sample, len(val))))
     (run.out / "predictions").mkdir()
-    rows = [_score(cand, val, cfg, run) for cand in scope["candidates"]]
-    chosen, reason = _choose(rows, scope["criteria"], cfg.select.pin)
-    selection = {"selected": chosen["ref"], "path": chosen["path"], "seq2seq": chosen["seq2seq"],
-                 "context_length": chosen["context_length"], "reason": reason,
-                 "template": prompts.TEMPLATES.get(cfg.select.template, cfg.select.template), "candidates": rows}
-    write_json(run.out / "selection.json", selection)
+    rows = [_score(cand, val, cfg, run) for cand in scope.candidates]
+    chosen, reason = _choose(rows, scope.criteria, cfg.select.pin)
+    selection = artifacts.Selection(selected=chosen["ref"], path=chosen["path"], seq2seq=chosen["seq2seq"],
+                                    context_length=chosen["context_length"], reason=reason,
+                                    template=prompts.template(cfg.select.template),
+                                    candidates=rows)
+    artifacts.write(run.out, selection)
     (run.out / "selection.md").write_text(_table(rows, chosen, reason, len(val)))
-    _plot(rows, chosen, scope["criteria"], run.out / "selection.png")
+    _plot(rows, chosen, scope.criteria, run.out / "selection.png")
     return StageResult(
         metrics={"selected": chosen["ref"], "rougeL": chosen["rougeL"]["value"], "memory_mb": chosen["memory_mb"],
                  "latency_ms_per_token": chosen["latency_ms_per_token"]},
         summary=f"selected {chosen['ref']}: {reason}",
         # later stages read the choice, not the measurements (latencies differ on every run)
-        decision={k: selection[k] for k in ("selected", "path", "seq2seq", "context_length", "template")})
+        decision={k: getattr(selection, k) for k in ("selected", "path", "seq2seq", "context_length", "template")})
 
 
 def _score(cand: dict, val, cfg, run: StageRun) -> dict:
     """Zero-shot quality and cost of one candidate on the validation sample."""
     model = models.load_model(cand["path"], cfg.models.device, cfg.models.dtype)
     tokenizer = models.load_tokenizer(cand["path"])
-    template = prompts.TEMPLATES.get(cfg.select.template, cfg.select.template)
+    template = prompts.template(cfg.select.template)
     texts, _ = prompts.format_prompts(tokenizer, template, list(val[cfg.data.input_column]),
                                       context=cand["context_length"], max_new_tokens=cfg.scope.max_new_tokens)
     gen_config = generate.generation_config(cfg.select.generation, "select.generation", cfg.scope.max_new_tokens)
@@ -145,12 +147,3 @@ def _plot(rows: list[dict], chosen: dict, criteria: dict, path) -> None:
     right.legend(fontsize=8)
     save(fig, path)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from lifecycle.cli import stage_main
-
-    return stage_main("select", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

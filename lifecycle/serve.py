@@ -23,40 +23,30 @@ import tempfile
 import time
 from pathlib import Path
 
-from lifecycle.core import models, quiet
+from lifecycle.core import artifacts, models, quiet
+from lifecycle.core.artifacts import Deployable, Prompt
 from lifecycle.core.errors import LifecycleError, StageError
-from lifecycle.core.store import Run, sha256_file
+from lifecycle.core.store import Run
 
 SERVE_HINT = "pip install 'transformers[serving]' (`make setup` installs it)"
 
 
-def deployable(cfg, command: str) -> dict:
+def deployable(cfg, command: str) -> Deployable:
     """quantize's decision (variant, path, reason), its sha256 checked against quantize's manifest."""
-    run = Run(cfg.run)
-    manifest = run.manifest("quantize") or {}
-    if manifest.get("status") != "completed":
-        state = f"its last attempt {manifest['status']}" if manifest else "it has not run"
-        raise StageError(f"there is no deployable model to serve in {run.dir('quantize')}: {state}. "
-                         f"Run `{command}` first (or `make demo` for the whole lifecycle).")
-    path = run.dir("quantize") / "deployable.json"
-    recorded = manifest.get("outputs", {}).get("deployable.json", {}).get("sha256")
-    if not path.is_file() or sha256_file(path) != recorded:
-        raise StageError(f"{path} is not the file quantize recorded in its manifest (missing or changed since). "
-                         f"Run `{command} --force` to make it again.")
-    decision = json.loads(path.read_text())
-    if not decision.get("variant"):
-        raise StageError(f"quantize chose no deployable variant ({decision.get('reason')}), so there is nothing to "
+    decision = artifacts.read(Run(cfg.run), "quantize", Deployable, how=command)
+    if not decision.variant:
+        raise StageError(f"quantize chose no deployable variant ({decision.reason}), so there is nothing to "
                          "serve. Relax scope.criteria or change quantize.variants, then re-run quantize.")
     return decision
 
 
-def serving_template(tokenizer, prompt: dict) -> str:
+def serving_template(tokenizer, prompt: Prompt) -> str:
     """A chat template that turns the client's last user message (the raw input) into the run's prompt:
     the instruction template around it and the few-shot turns before it, then the model's own chat
     template (or, for a plain model, the same text `prompts.format_prompt` writes)."""
-    before, after = prompt["template"].split("{input}")
-    shots = [turn for x, y in prompt.get("shot_examples", [])
-             for turn in ({"role": "user", "content": prompt["template"].format(input=x)},
+    before, after = prompt.template.split("{input}")
+    shots = [turn for x, y in prompt.shot_examples
+             for turn in ({"role": "user", "content": prompt.template.format(input=x)},
                           {"role": "assistant", "content": y})]
     # JSON literals are Jinja literals too; ensure_ascii=False keeps non-ASCII text out of Jinja's unicode-escape.
     lit = lambda value: json.dumps(value, ensure_ascii=False)  # noqa: E731
@@ -64,11 +54,11 @@ def serving_template(tokenizer, prompt: dict) -> str:
         return ("{%- set turn = messages[-1] -%}\n"
                 f"{{%- set messages = messages[:-1] + {lit(shots)} + [{{'role': turn['role'], 'content': "
                 f"{lit(before)} ~ turn['content'] ~ {lit(after)}}}] -%}}\n" + tokenizer.chat_template)
-    shown = "".join(f"{prompt['template'].format(input=x)} {y}\n\n" for x, y in prompt.get("shot_examples", []))
+    shown = "".join(f"{prompt.template.format(input=x)} {y}\n\n" for x, y in prompt.shot_examples)
     return f"{{{{ {lit(shown + before)} ~ messages[-1]['content'] ~ {lit(after)} }}}}"
 
 
-def serving_folder(model_dir: Path, prompt: dict, out: Path) -> Path:
+def serving_folder(model_dir: Path, prompt: Prompt, out: Path) -> Path:
     """`out`: the model's files (linked, not copied) with the serving chat template for `prompt` in its tokenizer
     (a GGUF variant's from the file, which carries it)."""
     from transformers import AutoTokenizer
@@ -101,18 +91,18 @@ def serve(cfg, host: str, port: int, command: str) -> None:
     """Serve the deployable variant until interrupted."""
     check_port(host, port)
     decision = deployable(cfg, command)
-    variant = Path(decision["path"])
+    variant = Path(decision.path)
     gguf = next(variant.glob("*.gguf"), None)
     if gguf is None and models.is_seq2seq(str(variant)):
         raise LifecycleError(f"the deployable variant {variant} is a seq2seq model; `transformers serve` chats with "
                              "causal LMs only. Load the folder with AutoModelForSeq2SeqLM (see its README.md).")
     with tempfile.TemporaryDirectory(prefix="lifecycle-serve-") as tmp:
-        folder = serving_folder(variant, json.loads((variant / "prompt.json").read_text()),
-                                Path(tmp) / f"{cfg.run.name}-{decision['variant']}")
+        folder = serving_folder(variant, artifacts.Prompt(**json.loads((variant / "prompt.json").read_text())),
+                                Path(tmp) / f"{cfg.run.name}-{decision.variant}")
         # transformers serve reads a GGUF as `folder:file.gguf` (dequantized, with the tokenizer saved beside it)
         server = start(f"{folder}:{gguf.name}" if gguf else folder, host, port, models.pick_device(cfg.models.device))
         try:
-            print(f"[lifecycle] serving {decision['variant']} ({variant}) at http://{host}:{port}/v1 as model "
+            print(f"[lifecycle] serving {decision.variant} ({variant}) at http://{host}:{port}/v1 as model "
                   f"`{folder}`; POST /v1/chat/completions with the raw input as the user message. Ctrl-C stops it.",
                   flush=True)
             while server._thread.is_alive():  # not join(): a join cut short by Ctrl-C leaves is_alive() wrong
@@ -152,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends it as cleanly as Ctrl-C
     try:
         from lifecycle.config import load
-        from lifecycle.core.pipeline import Invocation
+        from lifecycle.pipeline import Invocation
 
         cfg = load(args.config, overrides)
         serve(cfg, args.host, args.port, Invocation(args.config, tuple(overrides)).command("quantize"))

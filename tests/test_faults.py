@@ -6,6 +6,7 @@ work and before its manifest is written — which leaves on disk exactly what a
 SIGINT or SIGKILL there leaves (nothing in the pipeline cleans up on the way
 out); real SIGINT and SIGKILL through a subprocess are sent mid-generation too."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,32 +17,33 @@ import time
 
 import pytest
 
-from lifecycle.core import pipeline
+from lifecycle import stages as registry
 from lifecycle.core.store import MANIFEST
 from tests.conftest import ROOT
 
 TINY = str(ROOT / "configs" / "tiny.yaml")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+real_get = registry.get
 
 
 def _manifest(root, stage):
     return json.loads((root / stage / MANIFEST).read_text())
 
 
-@pytest.mark.parametrize("stage", pipeline.STAGES)
+@pytest.mark.parametrize("stage", registry.NAMES)
 def test_interrupted_stage_completes_when_run_again(clone_run, monkeypatch, stage):
-    mod = pipeline.module(stage)
-    real = mod.run
+    real = registry.get(stage)
 
     def interrupted(cfg, run):
-        real(cfg, run)  # all the work, its files in the working folder ...
+        real.run(cfg, run)  # all the work, its files in the working folder ...
         raise KeyboardInterrupt  # ... and the process dies before the manifest
 
-    monkeypatch.setattr(mod, "run", interrupted)
+    patched = dataclasses.replace(real, run=interrupted)
+    monkeypatch.setattr(registry, "get", lambda name: patched if name == stage else real_get(name))
     code, _, err = clone_run(stage, "--force")
     assert code == 130 and "run the same command to continue" in err
     assert (clone_run.root / f"{stage}.partial").is_dir()
-    monkeypatch.setattr(mod, "run", real)
+    monkeypatch.setattr(registry, "get", real_get)
     code, out, err = clone_run(stage, "--force")  # the same command again
     assert code == 0, err
     assert _manifest(clone_run.root, stage)["status"] == "completed"
@@ -122,7 +124,7 @@ def test_identical_upstream_rerun_leaves_downstream_up_to_date(clone_run):
     code, out, err = clone_run("all")
     assert code == 0, err
     assert "===== [lifecycle] stage" not in out  # scope produced the same decision: nothing after it re-ran
-    assert out.count("not run again") == len(pipeline.STAGES)
+    assert out.count("not run again") == len(registry.NAMES)
 
 
 def test_a_second_command_on_a_busy_run_is_refused_naming_the_holder(clone_run):
@@ -155,7 +157,7 @@ def test_two_process_all_writes_the_same_artifacts_as_one(clone_run, tmp_path):
     done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     two = tmp_path / "two" / "tiny"
-    for stage in pipeline.STAGES:
+    for stage in registry.NAMES:
         manifest = _manifest(two, stage)
         assert manifest["status"] == "completed" and manifest["host"]["processes"] == 2
         one = _manifest(clone_run.root, stage)

@@ -11,9 +11,10 @@ import shutil
 import pytest
 
 from lifecycle.core import generate, gguf_export, gguf_runtime, modelfile, prompts
+from lifecycle.core.artifacts import Prompt
 from lifecycle.core.data import DEMO_DIR
 
-PROMPT = {"template": prompts.TEMPLATES["summarize"], "generation": {"do_sample": False, "max_new_tokens": 8}}
+PROMPT = Prompt(template=prompts.TEMPLATES["summarize"], generation={"do_sample": False, "max_new_tokens": 8})
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_rope_scaling_and_quantized_folders_are_refused(tiny_causal, tmp_path):
 
 
 def _lifecycle_prompts(tokenizer, dialogues, prompt=PROMPT):
-    return [prompts.format_prompt(tokenizer, prompt["template"], d, [tuple(s) for s in prompt.get("shot_examples", [])]).text
+    return [prompts.format_prompt(tokenizer, prompt.template, d, [tuple(s) for s in prompt.shot_examples]).text
             for d in dialogues]
 
 
@@ -88,7 +89,7 @@ def test_llamacpp_generates_what_transformers_generates(ggufs, tiny_causal, toke
     from transformers import AutoModelForCausalLM
 
     texts = _lifecycle_prompts(tokenizer, dialogues)
-    checks = {kind: gguf_runtime.check_llamacpp(path, texts, PROMPT["generation"], threads=1)
+    checks = {kind: gguf_runtime.check_llamacpp(path, texts, PROMPT.generation, threads=1)
               for kind, path in ggufs.items()}
     assert {c.status for c in checks.values()} == {"checked"}, [c.reason for c in checks.values()]
     f16 = checks["f16"]
@@ -96,14 +97,14 @@ def test_llamacpp_generates_what_transformers_generates(ggufs, tiny_causal, toke
     # llama.cpp tokenized the chat-formatted prompt with the file's own vocabulary exactly as transformers does
     assert [g.prompt_tokens for g in f16.generations] == [len(i) for i in prompts.tokenize(tokenizer, texts)["input_ids"]]
     model = AutoModelForCausalLM.from_pretrained(tiny_causal).eval()
-    config = generate.generation_config(PROMPT["generation"], "prompt generation")
+    config = generate.generation_config(PROMPT.generation, "prompt generation")
     expected = generate.generate(model, tokenizer, texts, config, batch_size=1)
     assert f16.predictions == [g.prediction for g in expected]
 
 
 def test_runtime_absent_says_not_checked(ggufs, monkeypatch):
     monkeypatch.setattr(gguf_runtime, "llamacpp_version", lambda: None)
-    check = gguf_runtime.check_llamacpp(ggufs["f16"], ["x"], PROMPT["generation"])
+    check = gguf_runtime.check_llamacpp(ggufs["f16"], ["x"], PROMPT.generation)
     assert check.status == "not checked" and "make llamacpp" in check.reason and not check.generations
 
 
@@ -113,8 +114,8 @@ def _render(go_template: str, text: str) -> str:
 
 
 def test_modelfile_gives_ollama_the_evaluated_prompt(ggufs, tiny_causal, tokenizer, dialogues):
-    prompt = {"template": prompts.TEMPLATES["neutral"], "shot_examples": [["#Person1#: Hi.", "They greet."]],
-              "generation": {"do_sample": False, "max_new_tokens": 8, "repetition_penalty": 1.2}}
+    prompt = Prompt(template=prompts.TEMPLATES["neutral"], shot_examples=[["#Person1#: Hi.", "They greet."]],
+                    generation={"do_sample": False, "max_new_tokens": 8, "repetition_penalty": 1.2})
     path = modelfile.write(ggufs["q8_0"], tiny_causal, prompt, task="dialogue summarization")
     text = path.read_text()
     assert path == ggufs["q8_0"].parent / "Modelfile"

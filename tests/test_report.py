@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from lifecycle.core import pipeline
+from lifecycle import stages as registry
 from lifecycle.core.render import to_html
 
 
@@ -29,10 +29,10 @@ def test_all_writes_the_report_with_every_section(finished):
         assert f"### {doc.splitlines()[0].lstrip('# ')}" in results, stage
         assert next(line for line in doc.splitlines() if line.startswith("| ")) in results, stage
     assert "ROUGE-L [95% CI]" in results and re.search(r"\b(pass|FAIL)\b", results)
-    for n, stage in enumerate(pipeline.STAGES, 1):
+    for n, stage in enumerate(registry.NAMES, 1):
         assert f"## Stage {n}: {stage}" in md and f'id="stage-{n}-{stage}"' in html
     lineage = md.split("## Lineage")[1].split("## Results")[0]
-    for stage in pipeline.STAGES:  # every stage ran, so every row is up to date with its config hash
+    for stage in registry.NAMES:  # every stage ran, so every row is up to date with its config hash
         assert re.search(rf"\| \[{stage}\]\(#stage-\d-{stage}\) \| up to date \| .* \| `[0-9a-f]{{12}}` \|", lineage), stage
     assert "7 of 7 stages up to date" in md
     assert "| rows_train | 16 |" in md  # scope's headline metrics, from its manifest
@@ -40,7 +40,7 @@ def test_all_writes_the_report_with_every_section(finished):
     # self-contained: every plot inlined, nothing fetched from elsewhere
     images = re.findall(r'<img[^>]*src="([^"]*)"', html)
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
-    assert len(images) >= sum(1 for stage in pipeline.STAGES for _ in (finished.root / stage).glob("*.png"))
+    assert len(images) >= sum(1 for stage in registry.NAMES for _ in (finished.root / stage).glob("*.png"))
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<script" not in html
 
 
@@ -51,7 +51,7 @@ def test_report_of_a_partial_run_lists_what_has_not_run(run_cli):
     code, out, err = run_cli("report")
     assert code == 0, err
     md = (run_cli.root / "report.md").read_text()
-    later = [s for s in pipeline.STAGES if s not in ("scope", "select")]
+    later = [s for s in registry.NAMES if s not in ("scope", "select")]
     assert f"- Not run yet: {', '.join(later)}" in md
     assert "No results yet: evaluate is not run yet." in md
     for stage in later:

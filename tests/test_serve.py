@@ -4,6 +4,7 @@ the server stops cleanly, and a busy port or a run without a deployable model is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,14 +18,15 @@ from pathlib import Path
 import pytest
 
 from lifecycle.cli import main as cli_main
-from lifecycle.core import generate, models, prompts
+from lifecycle.core import artifacts, generate, models, prompts
+from lifecycle.core.artifacts import Deployable, Prompt
 from lifecycle.core.data import DEMO_DIR
 from lifecycle.core.store import list_outputs, write_json
 from lifecycle.serve import serving_template
 from tests.conftest import ROOT
 
-PROMPT = {"template": prompts.TEMPLATES["summarize"], "shot_examples": [["#Person1#: Hi.\n#Person2#: Hello.", "They greet."]],
-          "generation": {"do_sample": False, "max_new_tokens": 8}}
+PROMPT = Prompt(template=prompts.TEMPLATES["summarize"], shot_examples=[["#Person1#: Hi.\n#Person2#: Hello.", "They greet."]],
+                generation={"do_sample": False, "max_new_tokens": 8})
 TINY = str(ROOT / "configs" / "tiny.yaml")
 
 
@@ -40,11 +42,11 @@ def deployed(tmp_path_factory, tiny_causal) -> Path:
     tokenizer = models.load_tokenizer(tiny_causal)
     model = AutoModelForCausalLM.from_pretrained(tiny_causal)
     model.generation_config = generate.with_special_tokens(
-        generate.generation_config(PROMPT["generation"], "prompt generation"), model, tokenizer)
+        generate.generation_config(PROMPT.generation, "prompt generation"), model, tokenizer)
     model.save_pretrained(variant)
     tokenizer.save_pretrained(variant)
-    write_json(variant / "prompt.json", PROMPT)
-    write_json(stage / "deployable.json", {"variant": "reference", "path": str(variant), "reason": "the only one"})
+    write_json(variant / "prompt.json", dataclasses.asdict(PROMPT))
+    artifacts.write(stage, Deployable(variant="reference", reason="the only one", checks={}, failures={}, path=str(variant)))
     write_json(stage / "manifest.json", {"stage": "quantize", "status": "completed", "outputs": list_outputs(stage)})
     return root
 
@@ -63,14 +65,14 @@ def _free_port() -> int:
 
 def test_serving_template_is_the_lifecycle_prompt(tiny_causal, dialogues):
     tokenizer = models.load_tokenizer(tiny_causal)
-    shots = [tuple(s) for s in PROMPT["shot_examples"]]
-    expected = prompts.format_prompt(tokenizer, PROMPT["template"], dialogues[0], shots).text
+    shots = [tuple(s) for s in PROMPT.shot_examples]
+    expected = prompts.format_prompt(tokenizer, PROMPT.template, dialogues[0], shots).text
     chat, tokenizer.chat_template = tokenizer.chat_template, serving_template(tokenizer, PROMPT)
     served = tokenizer.apply_chat_template([{"role": "user", "content": dialogues[0]}], add_generation_prompt=True,
                                            tokenize=False)
     assert served == expected
     tokenizer.chat_template = None  # a plain (non-chat) model: the same text prompts.format_prompt writes
-    plain = prompts.format_prompt(tokenizer, PROMPT["template"], dialogues[0], shots).text
+    plain = prompts.format_prompt(tokenizer, PROMPT.template, dialogues[0], shots).text
     tokenizer.chat_template = serving_template(tokenizer, PROMPT)
     assert tokenizer.apply_chat_template([{"role": "user", "content": dialogues[0]}], tokenize=False) == plain
     assert chat
@@ -98,7 +100,7 @@ def test_openai_client_gets_the_in_process_answer(deployed, dialogues):
     assert not Path(model_id).parent.exists()  # the serving folder went with the server
     variant = str(deployed / "tiny" / "quantize" / "variants" / "reference")
     model, tokenizer = models.load_model(variant, "cpu", "float32"), models.load_tokenizer(variant)
-    texts = [prompts.format_prompt(tokenizer, PROMPT["template"], d, [tuple(s) for s in PROMPT["shot_examples"]]).text
+    texts = [prompts.format_prompt(tokenizer, PROMPT.template, d, [tuple(s) for s in PROMPT.shot_examples]).text
              for d in dialogues]
     expected = generate.generate(model, tokenizer, texts, model.generation_config, batch_size=1)
     assert [a.strip() for a in answers] == [g.prediction for g in expected]
@@ -138,4 +140,4 @@ def test_changed_deployable_is_refused(deployed, tmp_path, capsys):
     decision = root / "tiny" / "quantize" / "deployable.json"
     decision.write_text(decision.read_text().replace("the only one", "edited by hand"))
     code = cli_main(["serve", "--config", TINY, "--port", str(_free_port()), f"run.root={root}"])
-    assert code == 2 and "not the file quantize recorded" in capsys.readouterr().err
+    assert code == 2 and "not the file the stage recorded" in capsys.readouterr().err

@@ -2,16 +2,20 @@
 failed stages, lineage, and the up-to-date logic (with small fake stages, so the
 mechanism is tested apart from any real stage)."""
 
+import dataclasses
 import json
 import os
 import types
 
 import pytest
 
+from lifecycle import stages as registry
 from lifecycle.config import load
-from lifecycle.core import pipeline
+from lifecycle import pipeline
+from lifecycle.core.artifacts import StageResult, produced
 from lifecycle.core.errors import StageError
 from lifecycle.core.store import MANIFEST, Run, write_json
+from lifecycle.stages import Stage
 from tests.test_config import OFFLINE
 
 
@@ -35,9 +39,10 @@ def _fake_stage(name, upstream=(), fail=False, calls=None):
         (run.out / f"{name}.txt").write_text(f"{name} from {sorted(run.inputs)}")
         if fail:
             raise RuntimeError(f"{name} exploded")
-        return pipeline.StageResult(metrics={"n": 1})
+        return StageResult(metrics={"n": 1})
 
-    return types.SimpleNamespace(UPSTREAM=upstream, SECTIONS=("scope",) if name == "first" else ("data",), run=run)
+    return Stage(name, config=object, run=run, help="", upstream=upstream,
+                 sections=("scope",) if name == "first" else ("data",))
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ def fake(tmp_path, monkeypatch):
     """Two fake stages, `first` -> `second`, in a temporary run."""
     calls = []
     stages = {"first": _fake_stage("first", calls=calls), "second": _fake_stage("second", ("first",), calls=calls)}
-    monkeypatch.setattr(pipeline, "module", lambda name: stages[name])
+    monkeypatch.setattr(registry, "get", lambda name: stages[name])
     cfg = load(OFFLINE, [f"run.root={tmp_path}", "models.device=cpu"])
     return types.SimpleNamespace(cfg=cfg, calls=calls, stages=stages, run=Run(cfg.run))
 
@@ -70,7 +75,7 @@ def test_manifest_records_lineage_outputs_and_provenance(fake):
     manifest = pipeline.execute(fake.cfg, "second", "c.yaml")
     upstream = fake.run.dir("first") / MANIFEST
     assert manifest["inputs"] == {"first": {"path": str(upstream), "hash": fake.run.manifest_hash("first"),
-                                            "produced": pipeline.produced(fake.run.manifest("first"))}}
+                                            "produced": produced(fake.run.manifest("first"))}}
     assert manifest["references"]["data"]["demo"]  # `second` reads the data: its content is in the identity
     assert manifest["status"] == "completed" and manifest["metrics"] == {"n": 1}
     assert set(manifest["outputs"]) == {"second.txt"} and manifest["outputs"]["second.txt"]["bytes"] > 0
@@ -88,9 +93,9 @@ def test_downstream_is_stale_only_when_upstream_produced_something_new(fake):
 
     def different(cfg, run):
         (run.out / "first.txt").write_text("something else")
-        return pipeline.StageResult(metrics={})
+        return StageResult(metrics={})
 
-    fake.stages["first"].run = different
+    fake.stages["first"] = dataclasses.replace(fake.stages["first"], run=different)
     pipeline.execute(fake.cfg, "first", "c.yaml", force=True)
     state = pipeline.status(fake.cfg, "second")
     assert state.state == "stale" and "first produced new outputs" in state.reason
@@ -119,7 +124,7 @@ def test_killed_stage_is_interrupted_and_leaves_no_stage_folder(fake):
         (run.out / "checkpoint-1").mkdir()
         raise KeyboardInterrupt
 
-    fake.stages["first"].run = killed
+    fake.stages["first"] = dataclasses.replace(fake.stages["first"], run=killed)
     with pytest.raises(KeyboardInterrupt):
         pipeline.execute(fake.cfg, "first", "c.yaml")
     assert not fake.run.dir("first").exists()

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from lifecycle.core import data, generate, models, systems
+from lifecycle.core.artifacts import Prompt
 from lifecycle.core.config import fingerprint
 from lifecycle.core.errors import DataError
 
@@ -54,8 +55,9 @@ def load_split(spec, name: str, seed: int = 0):
     if spec.id_column is None:
         ds = ds.add_column("id", [f"{name}-{i}" for i in range(len(ds))])
     check = dataclasses.replace(spec, test_split=split)
-    data.validate(DatasetDict({"test": ds}), check)
-    return ds
+    splits = data.normalise(DatasetDict({"test": ds}), check, run_data=False)  # the set's data.format, like the run's
+    data.validate(splits, check)
+    return splits["test"]
 
 
 def missing_files(spec) -> str | None:
@@ -88,7 +90,7 @@ def previous(run) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def evaluate_system(cfg, run, set_name: str, name: str, path: str, origin: dict, prompt: dict, split, scorer,
+def evaluate_system(cfg, run, set_name: str, name: str, path: str, origin: dict, prompt: Prompt, split, scorer,
                     model: LazyModel, prev: dict) -> tuple[dict, list[generate.Generation]]:
     """Generate, score and measure perplexity for one system on one set (reusing what is unchanged)."""
     ids = [str(i) for i in split[cfg.data.id_column or "id"]]

@@ -13,12 +13,14 @@ Weight memory is the file size: llama.cpp memory-maps the file and computes on i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from pathlib import Path
 
 from lifecycle.core import gguf_export, gguf_runtime, modelfile, models, systems
+from lifecycle.core.artifacts import Prompt
 from lifecycle.core.store import write_json
 
 DESCRIPTION = {"f16": "GGUF F16 (llama.cpp)", "q8_0": "GGUF Q8_0, 8-bit blocks of 32 (llama.cpp)",
@@ -40,7 +42,7 @@ def refusal(model_dir: str | Path) -> str | None:
     return None
 
 
-def build_and_measure(cfg, reference: Path, variants: Path, test, prompt: dict, scorer,
+def build_and_measure(cfg, reference: Path, variants: Path, test, prompt: Prompt, scorer,
                       task: str) -> tuple[dict, dict]:
     """Rows and predictions of every configured GGUF type of the saved `reference` variant."""
     rows, outputs = {}, {}
@@ -50,7 +52,7 @@ def build_and_measure(cfg, reference: Path, variants: Path, test, prompt: dict, 
     return rows, outputs
 
 
-def measure(cfg, reference: Path, folder: Path, kind: str, test, prompt: dict, scorer, task: str) -> tuple[dict, list]:
+def measure(cfg, reference: Path, folder: Path, kind: str, test, prompt: Prompt, scorer, task: str) -> tuple[dict, list]:
     """Export `reference` as GGUF `kind` into `folder` (with its Modelfile), and measure it in both readers."""
     from accelerate.utils import release_memory
 
@@ -58,7 +60,7 @@ def measure(cfg, reference: Path, folder: Path, kind: str, test, prompt: dict, s
     path = gguf_export.export(reference, folder / f"model-{kind}.gguf", kind)
     export_s = round(time.perf_counter() - began, 2)
     modelfile.write(path, reference, prompt, task)
-    write_json(folder / "prompt.json", prompt)
+    write_json(folder / "prompt.json", dataclasses.asdict(prompt))
     shutil.copy(reference / "generation_config.json", folder)  # the run's decoding, for the GGUF's transformers readers
     model = gguf_runtime.load_with_transformers(path)
     # the reference's tokenizer: the same vocabulary the file carries (tests/test_gguf.py checks they agree)
@@ -84,10 +86,10 @@ def measure(cfg, reference: Path, folder: Path, kind: str, test, prompt: dict, s
     return row, measured
 
 
-def _llamacpp(cfg, path: Path, texts: list[str], prompt: dict, tokenizer, read) -> gguf_runtime.RuntimeCheck:
+def _llamacpp(cfg, path: Path, texts: list[str], prompt: Prompt, tokenizer, read) -> gguf_runtime.RuntimeCheck:
     if not cfg.quantize.gguf.runtime_check:
         return gguf_runtime.RuntimeCheck("not checked", "quantize.gguf.runtime_check is false",
                                          round(path.stat().st_size / 2**20, 3))
-    return gguf_runtime.check_llamacpp(path, texts, prompt["generation"], add_special=not tokenizer.chat_template,
+    return gguf_runtime.check_llamacpp(path, texts, prompt.generation, add_special=not tokenizer.chat_template,
                                        ids=[g.id for g in read], references=[g.reference for g in read],
                                        threads=cfg.quantize.gguf.threads, seed=cfg.run.seed)

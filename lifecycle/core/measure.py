@@ -10,20 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.core import generate, models, prompts, quantization, systems
+from lifecycle.core.artifacts import Prompt
 
 
-def latency_prompts(cfg, model_dir: str, prompt: dict, test) -> tuple[list[str], Any]:
+def latency_prompts(cfg, model_dir: str, prompt: Prompt, test) -> tuple[list[str], Any]:
     """The prompts latency is measured on, and the decoding every variant is measured (and saved) with."""
     tokenizer = models.load_tokenizer(model_dir)
     context = models.context_length(models.load_config(model_dir), tokenizer)
-    gen_config = generate.generation_config(prompt["generation"], "finetune prompt.json generation")
+    gen_config = generate.generation_config(prompt.generation, "finetune prompt.json generation")
     dialogues = list(test[cfg.data.input_column][: cfg.quantize.latency_examples])
-    texts, _ = prompts.format_prompts(tokenizer, prompt["template"], dialogues,
-                                      [tuple(s) for s in prompt["shot_examples"]], context, gen_config.max_new_tokens)
+    texts, _ = prompts.format_prompts(tokenizer, prompt.template, dialogues,
+                                      [tuple(s) for s in prompt.shot_examples], context, gen_config.max_new_tokens)
     return texts, gen_config
 
 
-def measure(cfg, folder: Path, name: str, device: str, texts: list[str], test, prompt: dict, gen_config,
+def measure(cfg, folder: Path, name: str, device: str, texts: list[str], test, prompt: Prompt, gen_config,
             scorer) -> tuple[dict, list[generate.Generation]]:
     """Every number of variant `name`, measured on its saved `folder`, and its predictions for `test`."""
     from accelerate.utils import release_memory

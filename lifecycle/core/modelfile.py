@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lifecycle.core import gguf_runtime, models, prompts
+from lifecycle.core.artifacts import Prompt
 from lifecycle.core.errors import ModelError
 from lifecycle.core.store import write_text
 
@@ -22,7 +23,7 @@ SLOT = "\x00dialogue\x00"  # stands in for the user's text while the chat templa
 PROMPT = "{{ .Prompt }}"
 
 
-def write(gguf: str | Path, model_dir: str | Path, prompt: dict, task: str = "") -> Path:
+def write(gguf: str | Path, model_dir: str | Path, prompt: Prompt, task: str = "") -> Path:
     """Write `Modelfile` beside `gguf`, for the model in `model_dir` (its tokenizer and chat template)
     used with `prompt` (prompt.json: template, shot_examples, generation); return its path."""
     gguf = Path(gguf)
@@ -31,9 +32,9 @@ def write(gguf: str | Path, model_dir: str | Path, prompt: dict, task: str = "")
     return path
 
 
-def modelfile(gguf_name: str, tokenizer, prompt: dict, task: str = "") -> str:
+def modelfile(gguf_name: str, tokenizer, prompt: Prompt, task: str = "") -> str:
     """The Modelfile text: FROM the GGUF beside it, the run's prompt as TEMPLATE, its decoding as PARAMETERs."""
-    options = gguf_runtime.sampling(prompt["generation"])
+    options = gguf_runtime.sampling(prompt.generation)
     params = {"temperature": options["temperature"], "top_k": options["top_k"], "top_p": options["top_p"],
               "min_p": options["min_p"], "repeat_penalty": options["repeat_penalty"],
               "repeat_last_n": -1,  # the whole context, as transformers' repetition_penalty
@@ -46,10 +47,10 @@ def modelfile(gguf_name: str, tokenizer, prompt: dict, task: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def template(tokenizer, prompt: dict) -> str:
+def template(tokenizer, prompt: Prompt) -> str:
     """The run's prompt for one input as a Go template: literal text around `{{ .Prompt }}`."""
-    shots = [tuple(s) for s in prompt.get("shot_examples", [])]
-    text = prompts.format_prompt(tokenizer, prompt["template"], SLOT, shots).text
+    shots = [tuple(s) for s in prompt.shot_examples]
+    text = prompts.format_prompt(tokenizer, prompt.template, SLOT, shots).text
     if text.count(SLOT) != 1 or '"""' in text:
         raise ModelError("cannot write an Ollama template for this prompt: the chat template "
                          + ("contains triple quotes" if '"""' in text else "does not show the input exactly once")

@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from lifecycle.core import generate, models, prompts, splice
+from lifecycle.core.artifacts import Prompt
 from lifecycle.core.config import option, require
 from lifecycle.core.errors import StageError
 from lifecycle.core.rewards import total_reward
@@ -113,7 +114,7 @@ def rows(tokenizer, template: str, dialogues: list[str], pairs: list[tuple[str, 
     return out
 
 
-def build(cfg, policy: str, prompt: dict, tokenizer, device: str, dialogues: list[str], references: list[str],
+def build(cfg, policy: str, prompt: Prompt, tokenizer, device: str, dialogues: list[str], references: list[str],
           turns: list[splice.Turn | None]) -> dict:
     """The pairs in TRL's format and what they are: from the references or generated with the SFT model,
     ranked by the reward, pairs the reward does not rank the right way round dropped."""
@@ -125,8 +126,8 @@ def build(cfg, policy: str, prompt: dict, tokenizer, device: str, dialogues: lis
         candidates = counterfactual(references, references, turns, dialogues, np.zeros(len(references), bool), cfg.run.seed)
     else:
         model = models.load_model(policy, device, cfg.models.dtype)
-        gen = generate.generation_config(prompt["generation"], "prompt generation")
-        texts = prompts.format_prompts(tokenizer, prompt["template"], dialogues, [],
+        gen = generate.generation_config(prompt.generation, "prompt generation")
+        texts = prompts.format_prompts(tokenizer, prompt.template, dialogues, [],
                                        models.context_length(model.config, tokenizer), gen.max_new_tokens)[0]
         if pc.source == "counterfactual":
             own = [g.prediction for g in generate.generate(model, tokenizer, texts, gen, pc.batch_size, cfg.run.seed,
@@ -148,5 +149,5 @@ def build(cfg, policy: str, prompt: dict, tokenizer, device: str, dialogues: lis
                "dropped": sum(c is not None for c in candidates) - len(kept), "own_toxic": own_toxic,
                "reward_gap": round(float(np.mean([g for _, _, g in kept])), 4),
                "seconds": round(time.perf_counter() - began, 1)}
-    return {"summary": summary, "rows": rows(tokenizer, prompt["template"], [d for d, _, _ in kept],
+    return {"summary": summary, "rows": rows(tokenizer, prompt.template, [d for d, _, _ in kept],
                                             [p for _, p, _ in kept])}

@@ -5,14 +5,17 @@ its folder, and why a variant cannot run on this device, said as an error a user
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
 from pathlib import Path
 
 from lifecycle.core import generate, models
-from lifecycle.core.config import library_object, require
+from lifecycle.core.artifacts import Prompt
+from lifecycle.core.config import require
 from lifecycle.core.errors import LifecycleError
+from lifecycle.core.library_options import library_object
 from lifecycle.core.store import write_json
 
 # Each variant is a BitsAndBytesConfig (None: the unquantized reference the others are compared with).
@@ -62,7 +65,7 @@ def quantization_config(name: str, qcfg, dtype: str, device: str):
 
 
 def build(source_dir: str, name: str, qcfg, dtype: str, device: str, out: Path, gen_config=None,
-          prompt: dict | None = None) -> float:
+          prompt: Prompt | None = None) -> float:
     """Load the source model as variant `name`, save it (quantization config included) with its
     tokenizer to `out`, and return the seconds the load and quantization took."""
     from accelerate.utils import release_memory
@@ -82,7 +85,7 @@ def build(source_dir: str, name: str, qcfg, dtype: str, device: str, out: Path, 
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if prompt is not None:
-        write_json(out / "prompt.json", prompt)
+        write_json(out / "prompt.json", dataclasses.asdict(prompt))
     with _bitsandbytes_errors(name, device):
         _smoke_forward(model)  # kernels that fail on this device fail here, not halfway through the measurements
     model, = release_memory(model)  # this frame held the only reference: nothing keeps the weights alive now

@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lifecycle.core.pipeline import StageRun
+from lifecycle.core import artifacts
+from lifecycle.core.artifacts import StageRun
 from lifecycle.core.plots import figure, save
 from lifecycle.core.systems import show_ci, show_change
 
 
-def lineage(run: StageRun, stage: str, folder: Path, task: str) -> dict:
+def lineage(run: StageRun, stage: str, model: str, task: str) -> dict:
     """Where the deployed model comes from: its task, run, stage, folder, base model and that stage's manifest."""
     manifest = run.inputs[stage]
-    return {"task": task, "run": str(run.run.root), "stage": stage, "model": str(folder / "model"), "base_model": _base_model(manifest),
+    return {"task": task, "run": str(run.run.root), "stage": stage, "model": model, "base_model": _base_model(run, manifest),
             "manifest_sha256": run.run.manifest_hash(stage), "finished_at": manifest.get("finished_at"),
             "method": manifest.get("metrics", {}).get("method")}
 
@@ -45,7 +46,8 @@ def markdown(rows: dict, outputs: dict, decision: dict, criteria: dict, lineage:
         sc, vs = r["scores"], r["vs_reference"]
         mark = "**yes**" if decision["variant"] == name else ("no: " + ", ".join(decision["failures"][name])
                                                               if name in decision["failures"] else "meets criteria")
-        lines.append(f"| {name} | {r['quantization']} | {r['memory_mb']:.2f} ({r['memory_ratio']:.2f}) | "
+        kind = f"{r['quantization']} ({r['dtype']})" if name == "reference" else r["quantization"]  # dtype: models.dtype
+        lines.append(f"| {name} | {kind} | {r['memory_mb']:.2f} ({r['memory_ratio']:.2f}) | "
                      f"{r['disk_mb']:.2f} | {_num(r['load_s'], '.2f')} | {_num(r['latency_ms_per_token'], '.1f')} | "
                      f"{_num(r['tokens_per_s'], '.1f')} | "
                      f"{show_ci(sc['rougeL'])} | {_delta(vs.get('rougeL', {}))} | {show_ci(sc['toxicity_mean'])} | "
@@ -99,7 +101,7 @@ def plot(rows: dict, decision: dict, criteria: dict, path) -> None:
 
 
 def headline(rows: dict, decision: dict, n: int) -> dict:
-    out = {"test_examples": n, "reference_memory_mb": rows["reference"]["memory_mb"],
+    out = {"test_examples": n, "reference_dtype": rows["reference"]["dtype"], "reference_memory_mb": rows["reference"]["memory_mb"],
            "reference_rougeL": rows["reference"]["scores"]["rougeL"]["value"]}
     for name, r in rows.items():
         if name != "reference":
@@ -115,7 +117,8 @@ def headline(rows: dict, decision: dict, n: int) -> dict:
 
 
 def summary(rows: dict, decision: dict) -> str:
-    lines = [f"{n}: {r['memory_mb']:.2f} MiB ({r['memory_ratio']:.2f}x), ROUGE-L {r['scores']['rougeL']['value']:.3f}, "
+    named = {n: f"{n} ({r['dtype']})" if n == "reference" else n for n, r in rows.items()}  # the dtype models.dtype chose
+    lines = [f"{named[n]}: {r['memory_mb']:.2f} MiB ({r['memory_ratio']:.2f}x), ROUGE-L {r['scores']['rougeL']['value']:.3f}, "
              f"{_num(r['latency_ms_per_token'], '.1f')} ms/token" + (f" (llama.cpp {r['runtime']})" if "runtime" in r else "")
              for n, r in rows.items()]
     if decision["variant"]:
@@ -127,12 +130,13 @@ def summary(rows: dict, decision: dict) -> str:
     return "\n".join(lines)
 
 
-def _base_model(manifest: dict) -> str | None:
+def _base_model(run: StageRun, manifest: dict) -> str | None:
     """The foundation model at the root of the lineage: follow the upstream manifests to select's choice."""
     while manifest:
         inputs = manifest.get("inputs", {})
         if "select" in inputs:
-            return json.loads((Path(inputs["select"]["path"]).parent / "selection.json").read_text())["selected"]
+            select = json.loads(Path(inputs["select"]["path"]).read_text())
+            return artifacts.read(run.run, "select", artifacts.Selection, select).selected
         upstream = inputs.get("finetune")
         manifest = json.loads(Path(upstream["path"]).read_text()) if upstream else None
     return None

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from lifecycle.core import degenerate, rl_health, systems
+from lifecycle.core.artifacts import Prompt
 from lifecycle.core.plots import figure, save
 from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import load_scorer
 
 
-def before_after(cfg, sft_path: str, rl_path: str, prompt: dict, test, judges: dict, training: dict, out: Path) -> dict:
+def before_after(cfg, sft_path: str, rl_path: str, prompt: Prompt, test, judges: dict, training: dict, out: Path) -> dict:
     """SFT vs RLHF on the held-out test split: toxicity and ROUGE-L with CIs and paired tests, under every
     judge (the run's toxicity metric, and the reward when it differs), degenerate-output checks, RL health;
     written to `out` as before_after.json and rlhf.md."""

@@ -9,35 +9,36 @@ from __future__ import annotations
 import numpy as np
 
 from lifecycle.core import generate, likelihood, metrics, models, prompts
+from lifecycle.core.artifacts import Prompt
 
 PAIRED = ("rougeL", "toxicity", "nll")  # the per-example scores systems are compared on (nll when measured)
 SLICED = ("rougeL", "toxicity")  # the scores reported on the data's slice
 
 
-def predict(cfg, path: str, prompt: dict, split, batch_size: int, desc: str, model=None) -> list[generate.Generation]:
+def predict(cfg, path: str, prompt: Prompt, split, batch_size: int, desc: str, model=None) -> list[generate.Generation]:
     """Generate for every row of `split` with `prompt` (template, shot_examples, generation)."""
     if model is None:
         model = models.load_model(path, cfg.models.device, cfg.models.dtype)
     tokenizer = models.load_tokenizer(path)
-    gen_config = generate.generation_config(prompt["generation"], "prompt generation")
+    gen_config = generate.generation_config(prompt.generation, "prompt generation")
     texts = prompt_texts(cfg, model, tokenizer, prompt, split, gen_config.max_new_tokens)
     return generate.generate(model, tokenizer, texts, gen_config, batch_size, cfg.run.seed,
                              ids=[str(i) for i in split[cfg.data.id_column or "id"]],
                              references=list(split[cfg.data.target_column]), desc=desc)
 
 
-def prompt_texts(cfg, model, tokenizer, prompt: dict, split, max_new_tokens: int, column: str | None = None) -> list[str]:
+def prompt_texts(cfg, model, tokenizer, prompt: Prompt, split, max_new_tokens: int, column: str | None = None) -> list[str]:
     """The prompt the model is used with, for every row of `split` (template, few-shot examples, chat template)."""
-    return prompts.format_prompts(tokenizer, prompt["template"], list(split[column or cfg.data.input_column]),
-                                  [tuple(s) for s in prompt.get("shot_examples", [])],
+    return prompts.format_prompts(tokenizer, prompt.template, list(split[column or cfg.data.input_column]),
+                                  [tuple(s) for s in prompt.shot_examples],
                                   models.context_length(model.config, tokenizer), max_new_tokens)[0]
 
 
-def reference_nll(cfg, model, path: str, prompt: dict, split, batch_size: int, input_column: str | None = None,
+def reference_nll(cfg, model, path: str, prompt: Prompt, split, batch_size: int, input_column: str | None = None,
                   target_column: str | None = None) -> dict[str, list]:
     """Per example: summed NLL of the reference given the model's prompt, and its token count."""
     tokenizer = models.load_tokenizer(path)
-    max_new = generate.generation_config(prompt["generation"], "prompt generation").max_new_tokens
+    max_new = generate.generation_config(prompt.generation, "prompt generation").max_new_tokens
     texts = prompt_texts(cfg, model, tokenizer, prompt, split, max_new, input_column)
     refs = list(split[target_column or cfg.data.target_column])
     nll, tokens = likelihood.completion_nll(model, tokenizer, texts, likelihood.completions(tokenizer, refs), batch_size)

@@ -1,13 +1,8 @@
 """Running a stage: check its upstream, skip it when up to date, record its manifest.
 
-A stage module declares `UPSTREAM` (the stages whose manifests it consumes),
-optionally `OPTIONAL` (stages it consumes when they have run, like the models
-evaluate compares), `SECTIONS` (the config sections its result depends on),
-`RESUMABLE` (a training stage that resumes from checkpoints after a kill),
-`references(cfg)` (files and models it reads beyond the data and model sections)
-and `not_applicable(cfg, run)` (why it cannot apply to this run, e.g. RL on a
-seq2seq policy); this module does the rest, so each stage's `run(cfg, run)` is
-only its recipe.
+What a stage consumes, which config sections it depends on and whether it resumes is
+its entry in `lifecycle.stages`; this module does the rest, so each stage's
+`run(cfg, run)` is only its recipe.
 
 A stage's identity is its config sections, the content fingerprints of the data
 and models they name, and what its upstream stages *produced* (their decision or
@@ -19,51 +14,23 @@ train (`DISTRIBUTED`) run on every process.
 
 from __future__ import annotations
 
-import importlib
-import os
-import platform
 import shlex
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
-from pathlib import Path
-from types import ModuleType
 
+from lifecycle import stages
 from lifecycle.core import fingerprints
+from lifecycle.core.artifacts import StageResult, StageRun, produced
 from lifecycle.core.config import fingerprint, to_dict
-from lifecycle.core.errors import LifecycleError, StageError
-from lifecycle.core.store import MANIFEST, Run, RunBusy, list_outputs  # noqa: F401 (RunBusy: for callers)
+from lifecycle.core.errors import StageError
+from lifecycle.core.processes import is_main_process, shared, wait_for_everyone
+from lifecycle.core.provenance import host, versions
+from lifecycle.core.store import MANIFEST, Run, list_outputs
 
-STAGES = ("scope", "select", "prompt", "finetune", "rlhf", "evaluate", "quantize")
-LIBRARIES = ("lifecycle", "torch", "transformers", "datasets", "peft", "trl", "evaluate", "accelerate", "bitsandbytes")
 DONE = ("up to date", "skipped")
-
-
-@dataclass
-class StageResult:
-    metrics: dict
-    summary: str = ""
-    decision: dict | None = None  # what downstream stages consume, when not every output (select's choice)
-
-
-@dataclass
-class StageRun:
-    """What a stage's `run(cfg, run)` gets: where to write, and what came before."""
-
-    run: Run
-    stage: str
-    out: Path
-    inputs: dict[str, dict]
-    skipped: dict[str, str] = field(default_factory=dict)  # optional upstream left out -> why
-
-    def upstream(self, stage: str) -> Path:
-        """The folder of an upstream stage this one consumes (through its manifest)."""
-        if stage not in self.inputs:
-            raise KeyError(f"{self.stage} did not declare {stage} upstream")
-        return self.run.dir(stage)
 
 
 @dataclass
@@ -92,41 +59,24 @@ def command(stage: str, how: Invocation | str) -> str:
     return invocation(how).command(stage)
 
 
-def module(stage: str) -> ModuleType:
-    return importlib.import_module(f"lifecycle.{stage}")
-
-
-def optional_only(stage: str) -> bool:
-    """True for a stage that others consume only when it ran (rlhf): its failure is no dead end."""
-    consumers = [module(s) for s in STAGES if s != stage]
-    return any(stage in getattr(m, "OPTIONAL", ()) for m in consumers) and not any(stage in m.UPSTREAM for m in consumers)
-
-
 def config_hash(cfg, stage: str) -> str:
-    sections = {name: getattr(cfg, name) for name in module(stage).SECTIONS}
+    sections = {name: getattr(cfg, name) for name in stages.get(stage).sections}
     return fingerprint({"seed": cfg.run.seed, **sections})
 
 
 def references(cfg, stage: str) -> dict:
     """Content fingerprints of what the stage's config points at: data, models, scorers, files."""
-    mod = module(stage)
+    entry = stages.get(stage)
     refs = {}
-    if "data" in mod.SECTIONS:
+    if "data" in entry.sections:
         refs["data"] = fingerprints.of_data(cfg.data)
-    if "models" in mod.SECTIONS:
+    if "models" in entry.sections:
         refs["models"] = {ref: fingerprints.of_model(ref) for ref in cfg.models.candidates}
-    if "metrics" in mod.SECTIONS:
+    if "metrics" in entry.sections:
         refs["toxicity"] = fingerprints.of_scorer(cfg.metrics.toxicity)
-    if hasattr(mod, "references"):
-        refs |= mod.references(cfg)
+    if entry.references:
+        refs |= entry.references(cfg)
     return refs
-
-
-def produced(manifest: dict) -> str:
-    """What a finished stage handed downstream: its decision if it declared one, else every output."""
-    if manifest.get("decision") is not None:
-        return fingerprint(manifest["decision"])
-    return fingerprint({rel: out["sha256"] for rel, out in manifest.get("outputs", {}).items()})
 
 
 def status(cfg, stage: str, _memo: dict | None = None) -> Status:
@@ -166,11 +116,11 @@ def _status(cfg, stage: str, memo: dict) -> Status:
 def _upstream(cfg, stage: str, memo: dict, how: Invocation | str = "FILE") -> tuple[dict, dict]:
     """(the upstream stages this one consumes -> their lineage entry, the optional ones left out -> why).
     A required upstream that is not up to date is an error naming the command that makes it."""
-    mod, run = module(stage), Run(cfg.run)
+    entry, run = stages.get(stage), Run(cfg.run)
     consumed, skipped = {}, {}
-    for up in (*mod.UPSTREAM, *getattr(mod, "OPTIONAL", ())):
+    for up in (*entry.upstream, *entry.optional):
         state = status(cfg, up, memo)
-        required = up in mod.UPSTREAM
+        required = up in entry.upstream
         if state.state == "up to date":
             consumed[up] = {"path": str(run.dir(up) / MANIFEST), "hash": run.manifest_hash(up),
                             "produced": produced(state.manifest)}
@@ -197,10 +147,10 @@ class Plan:
 
 def execute(cfg, stage: str, how: Invocation | str, force: bool = False) -> dict:
     """Run one stage (unless up to date) and return its manifest."""
-    how, run, mod = invocation(how), Run(cfg.run), module(stage)
+    how, run, entry = invocation(how), Run(cfg.run), stages.get(stage)
     main = is_main_process()
     with run.lock(how.command(stage)) if main else nullcontext():
-        plan = _shared(lambda: _plan(cfg, stage, how, force))
+        plan = shared(lambda: _plan(cfg, stage, how, force))
         if plan.action == "error":
             raise StageError(plan.message)
         if plan.action == "up to date":
@@ -213,14 +163,14 @@ def execute(cfg, stage: str, how: Invocation | str, force: bool = False) -> dict
                 print(f"[lifecycle] {stage}: leaving out {why}")
             produced_by = {up: entry["produced"] for up, entry in plan.consumed.items()}
             run.begin(stage, fingerprint([config_hash(cfg, stage), plan.references, produced_by]),
-                      resumable=getattr(mod, "RESUMABLE", False))
-        _wait_for_everyone()
+                      resumable=entry.resumable)
+        wait_for_everyone()
         base = _base(cfg, stage, how, force, plan)
         if plan.action == "skip":
             return _finish(run, stage, {**base, "status": "skipped", "reason": plan.message, "finished_at": _now(),
                                         "duration_s": 0.0, "outputs": {}, "metrics": {}}, main,
                            f"[lifecycle] {stage}: skipped, {plan.message}")
-        result = _run_stage(cfg, stage, mod, run, plan, base, main)
+        result = _run_stage(cfg, entry, run, plan, base, main)
         return _finish(run, stage, {**base, "status": "completed", "finished_at": _now(),
                                     "duration_s": round(time.time() - base["_started"], 2),
                                     "outputs": list_outputs(run.partial_dir(stage)) if main else {},
@@ -239,29 +189,28 @@ def _plan(cfg, stage: str, how: Invocation, force: bool) -> Plan:
         what = "up to date" if current.state == "up to date" else f"skipped ({current.reason})"
         return Plan("up to date", f"{what} in {Run(cfg.run).dir(stage)}, not run again (use --force to run it anyway)")
     plan = Plan("run", consumed=consumed, skipped=skipped, references=references(cfg, stage))
-    mod = module(stage)
-    if hasattr(mod, "not_applicable"):
-        why = mod.not_applicable(cfg, StageRun(Run(cfg.run), stage, Run(cfg.run).partial_dir(stage),
-                                               _manifests(cfg, consumed), skipped))
+    entry = stages.get(stage)
+    if entry.not_applicable:
+        why = entry.not_applicable(cfg, _stage_run(cfg, entry, plan))
         if why:
             plan.action, plan.message = "skip", why
     return plan
 
 
-def _run_stage(cfg, stage: str, mod, run: Run, plan: Plan, base: dict, main: bool) -> StageResult:
+def _run_stage(cfg, entry: stages.Stage, run: Run, plan: Plan, base: dict, main: bool) -> StageResult:
     """The stage's recipe, on every process if it trains, else on the main one; a failure is
     recorded by the main process and raised on all of them."""
-    error, result = None, StageResult(metrics={})
-    if main or getattr(mod, "DISTRIBUTED", False):
+    error, result, stage = None, StageResult(metrics={}), entry.name
+    if main or entry.distributed:
         try:
-            result = mod.run(cfg, StageRun(run, stage, run.partial_dir(stage), _manifests(cfg, plan.consumed), plan.skipped))
+            result = entry.run(cfg, _stage_run(cfg, entry, plan))
         except Exception as err:  # KeyboardInterrupt is not caught: the partial folder stays, "interrupted"
             error = err
             if main:
                 run.fail(stage, {**_clean(base), "status": "failed", "finished_at": _now(),
                                  "duration_s": round(time.time() - base["_started"], 2),
                                  "error": f"{type(error).__name__}: {error}"})
-    failed = _shared(lambda: None if error is None else f"{type(error).__name__}: {error}")
+    failed = shared(lambda: None if error is None else f"{type(error).__name__}: {error}")
     if error is not None:
         raise error
     if failed:
@@ -278,7 +227,7 @@ def _finish(run: Run, stage: str, manifest: dict, main: bool, summary: str) -> d
                   + (f"\n{summary}" if summary else ""))
         else:
             print(summary)
-    _wait_for_everyone()  # no process moves on before the books are kept
+    wait_for_everyone()  # no process moves on before the books are kept
     return run.manifest(stage)
 
 
@@ -289,9 +238,9 @@ def _base(cfg, stage: str, how: Invocation, force: bool, plan: Plan) -> dict:
         "_started": time.time(),
         "command": how.command(stage) + (" --force" if force else ""),
         "argv": sys.argv,
-        "host": _host(cfg),
+        "host": host(cfg),
         "versions": versions(),
-        "config": to_dict({"seed": cfg.run.seed, **{s: getattr(cfg, s) for s in module(stage).SECTIONS}}),
+        "config": to_dict({"seed": cfg.run.seed, **{s: getattr(cfg, s) for s in stages.get(stage).sections}}),
         "config_hash": config_hash(cfg, stage),
         "references": plan.references,
         "inputs": plan.consumed,
@@ -303,67 +252,16 @@ def _clean(manifest: dict) -> dict:
     return {k: v for k, v in manifest.items() if not k.startswith("_")}
 
 
-def _manifests(cfg, consumed: dict) -> dict[str, dict]:
+def _stage_run(cfg, entry: stages.Stage, plan: Plan) -> StageRun:
+    """What the stage's hooks get: its working folder and the manifests of the upstream stages it consumes."""
     run = Run(cfg.run)
-    return {up: run.manifest(up) for up in consumed}
+    return StageRun(run, entry.name, run.partial_dir(entry.name), {up: run.manifest(up) for up in plan.consumed},
+                    plan.skipped, tuple(up for up in entry.optional if up in plan.consumed))
 
 
 def _first_line(text: str) -> str:
     return " ".join(str(text).split())[:300]
 
 
-def is_main_process() -> bool:
-    """True outside `accelerate launch`/torchrun, and on its rank 0 inside."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _wait_for_everyone() -> None:
-    if _distributed():
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-
-
-def _shared(decide):
-    """`decide()` on the main process, its answer on every process (one process: just the call)."""
-    if not _distributed():
-        return decide()
-    import torch.distributed as dist
-    from accelerate import PartialState
-
-    PartialState()  # sets up the process group (gloo on CPU, nccl on GPUs) if nothing did yet
-    box = [decide() if is_main_process() else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def versions() -> dict:
-    """The installed version of each library a manifest records (None when absent)."""
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def _host(cfg) -> dict:
-    from lifecycle.core.models import pick_device
-
-    device = pick_device(cfg.models.device)
-    info = {"hostname": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
-            "device": device, "processes": int(os.environ.get("WORLD_SIZE", "1"))}
-    if device.startswith("cuda"):
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
