@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from lifecycle.core import models
-from lifecycle.core.config import build, library_object, option, parse_value, require
+from lifecycle.core.config import build, option, parse_value, require
 from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.core.library_options import library_object
 from lifecycle.core.store import sha256_file, write_json
 from lifecycle.core.toxicity import ScorerConfig, SequenceClassifier, load_labelled, load_scorer, probe_check, ranking
 

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from lifecycle.config import load
-from lifecycle.core import prompts, quiet
+from lifecycle.core import library_options, prompts, quiet
 from lifecycle.core.config import describe
 from lifecycle.core.errors import DataError
 from tests.conftest import ROOT
@@ -118,8 +118,8 @@ def test_config_check_builds_library_objects_without_side_effects(tmp_path, monk
     from accelerate.state import PartialState
 
     monkeypatch.chdir(tmp_path)
-    load(TINY)
-    assert PartialState._shared_state == {}  # no accelerate process state (or process group) at config load
+    library_options.check(load(TINY))  # what preflight runs before the stages
+    assert PartialState._shared_state == {}  # no accelerate process state (or process group) from the check
     assert list(tmp_path.iterdir()) == []  # the check's scratch output_dir is never created
 
 
@@ -141,15 +141,17 @@ def test_overlong_inputs_are_really_truncated_when_configured(tokenizer):
 
 
 def test_quiet_by_default_and_everything_with_verbose(tmp_path):
-    """A real process (import-time notes included): no third-party warnings unless asked for."""
-    def status(*extra):
-        cmd = [sys.executable, "-m", "lifecycle", "status", "--config", TINY, f"run.root={tmp_path}", *extra]
+    """A real process (import-time notes included): no third-party warnings unless asked for. A library
+    option refused in preflight imports PEFT, TRL, transformers and bitsandbytes, and stops there."""
+    def refused(*extra):
+        cmd = [sys.executable, "-m", "lifecycle", "all", "--config", TINY, f"run.root={tmp_path}",
+               "finetune.training.lr_scheduler_type=cosin", *extra]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
                               env={**os.environ, quiet.VERBOSE_ENV: ""})
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 2 and "cosin is not a valid SchedulerType" in done.stderr, done.stderr
         return done.stderr
 
-    filtered, everything = status(), status("--verbose")
+    filtered, everything = refused(), refused("--verbose")
     assert "Warning" not in filtered and "kernels-community" not in filtered and "[transformers]" not in filtered
     if "kernels-community" in everything:  # bitsandbytes says it only on CPUs with AVX512-BF16
         assert "kernels-community" not in filtered

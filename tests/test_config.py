@@ -7,6 +7,7 @@ import pytest
 
 from lifecycle.cli import main as cli_main
 from lifecycle.config import Config, load
+from lifecycle.core import library_options
 from lifecycle.core.config import describe
 from lifecycle.core.errors import ConfigError
 
@@ -18,6 +19,7 @@ OFFLINE = str(CONFIGS[0].parent / "offline.yaml")
 def test_every_shipped_config_parses(path):
     cfg = load(str(path))
     assert isinstance(cfg, Config)
+    library_options.check(cfg)  # and PEFT, TRL, bitsandbytes and GenerationConfig accept what it passes them
 
 
 def test_overrides_win_and_are_typed():
@@ -75,6 +77,24 @@ def test_cli_prints_one_paragraph_and_exits_2(capsys):
     assert code == 2
     assert err.startswith("error: config error: `scope.criteria.min_rougeL` = -1")
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("override, key, fragment", [
+    ("finetune.training.learning_rate=abc", "finetune.training.learning_rate", "a number"),
+    ("finetune.lora.rank=8", "finetune.lora.rank", "a peft.LoraConfig option"),
+    ("select.generation.temprature=0.7", "select.generation.temprature", "a GenerationConfig option"),
+    ("quantize.bitsandbytes.threshold=6", "quantize.bitsandbytes.threshold", "a BitsAndBytesConfig option"),
+])
+def test_library_options_are_refused_before_the_stage_runs(tmp_path, capsys, override, key, fragment):
+    """Options the libraries check are not checked at load (status stays cheap), but the command that
+    would use them refuses them in preflight, before the stage starts (which would first say that its
+    upstream stages are missing) and before any model loads."""
+    load(OFFLINE, [override])  # loads: PEFT/TRL/bitsandbytes are not imported for this
+    stage = key.split(".")[0]
+    code = cli_main([stage, "--config", OFFLINE, f"run.root={tmp_path}", override])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: config error: `{key}`") and fragment in err, err
+    assert not any(tmp_path.rglob(f"{stage}*"))  # no stage folder, not even a partial one
 
 
 def test_every_option_has_help():

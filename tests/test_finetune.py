@@ -109,10 +109,11 @@ def test_seq2seq_trains_with_lora(run_cli):
     ("finetune.method=qlora-ish", "one of 'lora', 'qlora', 'full'"),
 ])
 def test_bad_finetune_options(override, fragment):
+    from lifecycle.core import library_options
     from lifecycle.core.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=fragment):
-        load(TINY, [override])
+    with pytest.raises(ConfigError, match=fragment):  # at load, or by PEFT/TRL before the stage runs (preflight)
+        library_options.check(load(TINY, [override]))
 
 
 def _cli(tmp_path, causal, *extra):

@@ -121,8 +121,9 @@ def test_flan_t5_recipe_skips_rl_for_a_seq2seq_policy_and_reaches_quantize(run_c
 ])
 def test_bad_rlhf_options(override, fragment):
     from lifecycle.config import load
+    from lifecycle.core import library_options
     from lifecycle.core.errors import ConfigError
     from tests.test_finetune import TINY
 
-    with pytest.raises(ConfigError, match=fragment):
-        load(TINY, override.split())
+    with pytest.raises(ConfigError, match=fragment):  # at load, or by PEFT/TRL before the stage runs (preflight)
+        library_options.check(load(TINY, override.split()))

@@ -4,7 +4,9 @@ Every option is a dataclass field with `metadata={"help": ...}`; this module
 turns plain dicts into those dataclasses, rejecting unknown keys and wrong types
 with a message that names the key, the value and what is allowed. Value checks
 that need more than a type live in each dataclass's `__post_init__` and raise
-`ConfigError` with the field name; `build` prefixes the section path.
+`ConfigError` with the field name; `build` prefixes the section path. Options passed
+through to a library (`LoraConfig`, `SFTConfig`, ...) are checked by that library, which
+takes seconds to import, so not here: `lifecycle.core.library_options`, before a stage runs.
 
 One merge rule for every mapping option with a default (`finetune.lora`,
 `finetune.training`, `rlhf.weights`, ...): the mapping given in the YAML or on the
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import hashlib
 import json
 import re
@@ -94,76 +95,6 @@ def mapping_defaults(cls: type, hints: dict | None = None) -> dict[str, dict]:
             if isinstance(default, dict) and default:
                 out[f.name] = default
     return out
-
-
-def library_object(cls: type, options: dict[str, Any], key: str, **fixed: Any) -> Any:
-    """Build a library's own config object (`LoraConfig`, `SFTConfig`, ...) from pass-through
-    `options`, so a bad value fails at config load with the key, not minutes later inside the
-    trainer. Plain number/flag fields are type-checked first (the libraries do not)."""
-    import warnings
-
-    checked = check_types(cls, options, key)
-    library = f"{cls.__module__.split('.')[0]}.{cls.__name__}"
-    if hasattr(cls, "_setup_devices"):
-        cls = _without_devices(cls)
-    try:
-        with warnings.catch_warnings():  # deprecation notes are repeated when the real object is built
-            warnings.simplefilter("ignore")
-            return cls(**{**checked, **fixed})
-    except (TypeError, ValueError, KeyError) as err:
-        said = " ".join(str(err).split()).rstrip(".")
-        named = [name for name in options if re.search(rf"\b{re.escape(name)}\b", said)]
-        if not named:  # messages like "cosin is not a valid SchedulerType" name the value, not the key
-            named = [name for name, value in options.items() if isinstance(value, (str, int, float))
-                     and not isinstance(value, bool) and re.search(rf"(?<!\w){re.escape(str(value))}(?!\w)", said)]
-        where = _join(key, named[0]) if len(named) == 1 else key
-        value = options[named[0]] if len(named) == 1 else options
-        raise ConfigError(where, value, f"a value {library} accepts; it says: {said[:400]}") from None
-
-
-def check_types(cls: type, options: dict[str, Any], key: str) -> dict[str, Any]:
-    """`options` with the library's plain number/flag fields checked (`learning_rate: abc` is a
-    ConfigError here, not a TypeError inside the optimizer); ints given for floats become floats."""
-    hints = _library_hints(cls)
-    return {name: _coerce(hints[name], value, _join(key, name)) if name in hints else value
-            for name, value in options.items()}
-
-
-@functools.cache
-def _without_devices(cls: type) -> type:
-    """A TrainingArguments subclass that validates without setting up devices: the real one
-    creates accelerate's process state (and a process group under `accelerate launch`) in
-    `__post_init__`, which a config check must not do. Checked as one CPU process."""
-    import torch
-
-    return type(f"Checked{cls.__name__}", (cls,), {"device": property(lambda self: torch.device("cpu")),
-                                                   "world_size": property(lambda self: 1),
-                                                   "n_gpu": property(lambda self: 0)})
-
-
-# What a TrainingArguments-like object is checked with at config load: a scratch output_dir (never
-# created), one CPU process, no report integrations; the run sets the real ones when it trains.
-CHECK_ONLY = {"output_dir": "lifecycle-config-check", "use_cpu": True, "report_to": "none"}
-
-
-@functools.cache
-def _library_hints(cls: type) -> dict[str, Any]:
-    """The fields of a library dataclass typed only with numbers, flags, strings and lists of them."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # a library annotation that does not resolve: check nothing rather than fail
-        return {}
-    return {name: tp for name, tp in hints.items() if _plain(tp)}
-
-
-def _plain(tp: Any) -> bool:
-    """A type `_coerce` checks exactly; enum-or-string, dict and callable fields are left to the library."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return all(a is type(None) or _plain(a) for a in args)
-    if origin is list:
-        return len(args) == 1 and args[0] in (int, float, str)
-    return tp in (int, float, bool, str)
 
 
 def to_dict(obj: Any) -> Any:

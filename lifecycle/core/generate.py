@@ -3,7 +3,7 @@
 Prompts are sorted by length and generated in batches (left-padded for decoder-only
 models, so every row's new tokens start at the same column), under
 `torch.inference_mode`, with a progress bar. Generation options are a plain
-`transformers.GenerationConfig`, validated when the config is loaded.
+`transformers.GenerationConfig`, validated before the stage runs (core/library_options.py).
 """
 
 from __future__ import annotations

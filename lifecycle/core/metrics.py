@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import sacrebleu
 
 from lifecycle.core.config import option, require
 from lifecycle.core.errors import LifecycleError
@@ -161,6 +160,7 @@ def corpus_paired_test(a: list[str], b: list[str], references: list[str], n_boot
     test_type="ar"), which shuffles whole sentences' sufficient statistics between the systems.
     sacrebleu counts only shuffles whose difference is strictly larger than the observed one (the
     multeval convention), so identical outputs would get its smallest p-value: they get 1 here."""
+    import sacrebleu  # here, not at the top: config loads import this module
     from sacrebleu.significance import PairedTest
 
     _check_pairs(a, references)
@@ -208,6 +208,7 @@ def share(k: int, n: int) -> dict:
 def _sacrebleu_estimates(predictions: list[str], references: list[str], n_boot: int) -> dict[str, Estimate]:
     """Corpus BLEU and chrF with sacrebleu's bootstrap interval, through its public significance API.
     The default settings are sacrebleu's, as in `sacrebleu.corpus_bleu` / `corpus_chrf`, which a test checks."""
+    import sacrebleu
     from sacrebleu.significance import PairedTest
 
     logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # it logs every resampling step at INFO

@@ -1,19 +1,28 @@
-"""Matplotlib set-up shared by every stage's PNGs: no display needed, one look."""
+"""Matplotlib set-up shared by every stage's PNGs: no display needed, one look.
+
+Imported only when a figure is drawn: the stage modules import this one, and `status`
+or `options` should not pay the half second matplotlib takes to import."""
 
 from __future__ import annotations
 
-import matplotlib
+import functools
 
-matplotlib.use("Agg")  # runs headless (CI, servers); notebooks show the saved PNGs
 
-import matplotlib.pyplot as plt  # noqa: E402
+@functools.cache
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # runs headless (CI, servers); notebooks show the saved PNGs
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
-    fig, axes = plt.subplots(1, ncols, figsize=(width, height), layout="constrained")
+    fig, axes = _pyplot().subplots(1, ncols, figsize=(width, height), layout="constrained")
     return fig, axes
 
 
 def save(fig, path) -> None:
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)

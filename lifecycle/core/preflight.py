@@ -1,12 +1,14 @@
 """Cheap checks of what a config refers to, before any stage runs.
 
-The config classes check values that need no I/O when the config loads. What needs
-a look at the machine or the disk — can the run folder be written, is there a CUDA
-GPU for QLoRA, does the reward model's folder exist, do the LoRA target modules
-exist in the candidate models — is checked here, once, by the CLI, for the stages
-about to run: a bad reference then fails in a second with the key and the fix,
-instead of after minutes of upstream work and model loads. Nothing here loads
-weights (target modules are read off a model built on the meta device).
+The config classes check values that need no I/O and no heavy import when the config
+loads. What needs a look at the machine or the disk — can the run folder be written, is
+there a CUDA GPU for QLoRA, does the reward model's folder exist, do the LoRA target
+modules exist in the candidate models — and the options passed through to the libraries
+(`core/library_options.py`: PEFT, TRL, bitsandbytes and generation options, checked by
+the libraries, which take seconds to import) are checked here, once, by the CLI, for the
+stages about to run: a bad value then fails in seconds with the key and the fix, instead
+of after minutes of upstream work and model loads. Nothing here loads weights (target
+modules are read off a model built on the meta device).
 
     python -c "from lifecycle.config import load; from lifecycle.core import preflight; \
                preflight.check(load('configs/offline.yaml'), ['finetune'])"
@@ -17,7 +19,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from lifecycle.core import models
+from lifecycle.core import library_options, models
 from lifecycle.core.errors import ConfigError, ModelError
 from lifecycle.core.toxicity import SCORERS, ScorerConfig
 
@@ -29,6 +31,7 @@ def check(cfg, stages) -> None:
     for ref in cfg.models.candidates:
         if ref not in models.PACKAGED:
             models.resolve(ref)  # a missing local folder or a malformed name; no download
+    library_options.check(cfg, stages)  # `learning_rate: abc`, `lr_scheduler_type: cosin`, by the libraries
     rlhf = "rlhf" in stages and cfg.rlhf.enabled
     if "finetune" in stages:
         _qlora(cfg)

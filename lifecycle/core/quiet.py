@@ -5,15 +5,19 @@ kernels-community" or a stream of transformers FutureWarnings as errors of this
 project; they are notes for those libraries' own users and developers. So the
 CLI silences them once, before anything heavy is imported: warnings filters for
 deprecation notes and library UserWarnings, and the libraries' loggers cut to
-errors. Progress bars (tqdm, the Trainer's) and the `[lifecycle]` banners stay.
+errors. Nothing is imported to do it: transformers' handler is filtered when
+transformers loads, so `status` and `options` never pay for importing it. Progress bars (tqdm, the Trainer's) and the `[lifecycle]` banners stay.
 
 `python -m lifecycle ... --verbose`, or `LIFECYCLE_VERBOSE=1`, shows everything.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
 import warnings
 
 VERBOSE_ENV = "LIFECYCLE_VERBOSE"
@@ -21,6 +25,7 @@ VERBOSE_ENV = "LIFECYCLE_VERBOSE"
 # shows a progress bar (TrainingArguments.disable_tqdm), so its handler is filtered instead.
 LOGGERS = ("bitsandbytes", "trl", "peft", "datasets", "accelerate", "huggingface_hub", "torch", "sentence_transformers")
 THIRD_PARTY = r"(?!lifecycle)"  # a warnings `module` pattern: any module but ours
+HF_LOGGING = "transformers.utils.logging"  # sets up transformers' handler, the one to filter
 
 
 def verbose() -> bool:
@@ -39,7 +44,33 @@ def setup(show_all: bool = False) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=THIRD_PARTY)
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    _quiet_transformers()
+    if HF_LOGGING in sys.modules:
+        _quiet_transformers()
+    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(HF_LOGGING, _quiet_transformers))
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs `then()` right after module `name` is first imported (once, then it steps aside)."""
+
+    def __init__(self, name: str, then):
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)  # what the other finders make of it
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then(module):
+            exec_module(module)
+            self.then()
+
+        spec.loader.exec_module = exec_then  # this spec's own loader instance: nothing else is patched
+        return spec
 
 
 class _ErrorsOnly(logging.Filter):
@@ -48,8 +79,7 @@ class _ErrorsOnly(logging.Filter):
 
 
 def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
+    hf_logging = sys.modules[HF_LOGGING]
     hf_logging.get_logger("transformers")  # makes transformers attach its handler, which we then filter
     for handler in logging.getLogger("transformers").handlers:
         if not any(isinstance(f, _ErrorsOnly) for f in handler.filters):
