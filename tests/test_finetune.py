@@ -50,7 +50,7 @@ def test_completion_only_labels(tiny_causal, tmp_path):
 def test_packed_sequences_do_not_attend_across_boundaries(tiny_causal):
     """Padding-free packing (TRL's bfd) gives each example exactly its unpacked logits, under the
     condition TRL trains in (use_cache=False: a cache would turn off packed-sequence masking)."""
-    model = models.load_model(tiny_causal, "cpu")
+    model = models.load_model(tiny_causal, "cpu", "float32")  # the tolerances below are fp32's
     a, b = torch.tensor([[5, 6, 7, 8, 9]]), torch.tensor([[10, 11, 12]])
     with torch.inference_mode():
         separate = [model(a).logits[0], model(b).logits[0]]
@@ -72,7 +72,7 @@ def test_finetune_artifacts_adapter_round_trip_and_lora_only_updates(finetuned, 
     assert m["trainable_percent"] == round(100 * m["trainable_parameters"] / m["total_parameters"], 3)
     assert any(name.startswith("logs/") for name in manifest["outputs"])  # TensorBoard events
 
-    base = models.load_model(tiny_causal, "cpu")
+    base = models.load_model(tiny_causal, "cpu", "float32")  # the merged model is saved in fp32: compare like with like
     original = {k: v.clone() for k, v in base.state_dict().items()}
     with_adapter = PeftModel.from_pretrained(base, str(folder / "adapter"))
     lora_b = [p for n, p in with_adapter.named_parameters() if "lora_B" in n]
@@ -80,11 +80,11 @@ def test_finetune_artifacts_adapter_round_trip_and_lora_only_updates(finetuned, 
     for name, value in with_adapter.get_base_model().state_dict().items():
         if "lora_" not in name and name.replace(".base_layer", "") in original:
             torch.testing.assert_close(value, original[name.replace(".base_layer", "")])  # base weights untouched
-    merged = models.load_model(str(folder / "model"), "cpu")
+    merged = models.load_model(str(folder / "model"), "cpu", "float32")
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     with torch.inference_mode():
         torch.testing.assert_close(merged(ids).logits, with_adapter(ids).logits, atol=1e-4, rtol=1e-4)
-        assert not torch.allclose(merged(ids).logits, models.load_model(tiny_causal, "cpu")(ids).logits)
+        assert not torch.allclose(merged(ids).logits, models.load_model(tiny_causal, "cpu", "float32")(ids).logits)
 
 
 def test_full_mode_trains_every_weight(run_cli):

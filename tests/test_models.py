@@ -13,7 +13,8 @@ def test_local_folders_load_causal_and_seq2seq(tiny_causal, tiny_seq2seq):
     seq2seq = models.load_model(models.resolve(tiny_seq2seq), device="cpu")
     assert not causal.config.is_encoder_decoder and seq2seq.config.is_encoder_decoder
     assert models.is_seq2seq(tiny_seq2seq) and not models.is_seq2seq(tiny_causal)
-    assert next(causal.parameters()).dtype == torch.float32 and not causal.training
+    assert next(causal.parameters()).dtype == models.inference_dtype("auto", "cpu") and not causal.training
+    assert next(models.load_model(tiny_causal, "cpu", training=True).parameters()).dtype == torch.float32
     tok = models.load_tokenizer(tiny_causal)
     assert models.context_length(causal.config, tok) == 2048
     assert models.context_length(seq2seq.config, models.load_tokenizer(tiny_seq2seq)) == 2048  # T5: the tokenizer's
@@ -49,12 +50,28 @@ def test_missing_packaged_model_says_how_to_install(tmp_path, monkeypatch):
         models.resolve("gemma-3-270m", cache_dir=str(tmp_path))
 
 
-def test_device_and_dtype_choice():
+def test_device_and_dtype_choice(monkeypatch):
     assert models.pick_device("cpu") == "cpu"
     if not torch.cuda.is_available():
         assert models.pick_device("auto") in {"cpu", "mps"}
-        assert models.pick_dtype("auto", "cpu") == torch.float32
-    assert models.pick_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert models.pick_dtype("bfloat16", "cpu") == models.inference_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert models.inference_dtype("float32", "cpu") == torch.float32  # models.dtype overrides the hardware's choice
+    assert models.pick_dtype("auto", "cpu") == torch.float32  # training on a CPU: fp32 weights (bf16 autocast)
+    assert models.inference_dtype("auto", "mps") == torch.float32
+    for flags, expected in (({"avx512_bf16": True}, torch.bfloat16), ({"amx_bf16": True, "avx512_bf16": False},
+                            torch.bfloat16), ({"avx512_f": True, "avx512_bw": True}, torch.float32), ({}, torch.float32)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda flags=flags: flags)
+        assert models.inference_dtype("auto", "cpu") == expected, flags  # AVX512 without BF16 emulates it: fp32
+
+
+def test_cpu_bf16_flag_agrees_with_proc_cpuinfo():
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or "flags" not in cpuinfo.read_text():
+        pytest.skip("no /proc/cpuinfo flags on this machine")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split(":")[1].split())
+    assert models.cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 @pytest.mark.slow

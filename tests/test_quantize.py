@@ -54,7 +54,7 @@ def test_each_variant_saves_and_reloads_with_its_quantization_config(variant, ti
     # the saved weights are exactly what quantizing the source gives (nothing scrambled on the way to disk)
     fresh = quantization.load(tiny_causal_64, variant, "cpu", "float32",
                               quantization.quantization_config(variant, qcfg, "float32", "cpu"))
-    reference = models.load_model(tiny_causal_64, "cpu")
+    reference = models.load_model(tiny_causal_64, "cpu", "float32")  # what the variants were built from
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     with torch.inference_mode():
         got, want, exact = reloaded(ids).logits, fresh(ids).logits, reference(ids).logits

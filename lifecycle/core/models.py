@@ -30,7 +30,10 @@ class ModelsConfig:
         help="Foundation models the run considers: packaged names (SmolLM2-135M-Instruct, gemma-3-270m), "
         "hub ids (google/flan-t5-base) or local save_pretrained folders.")
     device: str = option("auto", help="auto (cuda, else mps, else cpu), or an explicit torch device: cpu, cuda, cuda:1, mps.")
-    dtype: DType = option("auto", help="Weights dtype: auto is bfloat16 on a GPU that supports it, else float32.")
+    dtype: DType = option("auto", help="Weights dtype to generate and score in: auto is bfloat16 where the hardware "
+                          "computes it natively (a GPU that supports it, a CPU with AVX512-BF16 or AMX), else float32. "
+                          "Training keeps float32 weights on a CPU (bf16 autocast where native); a set dtype is used "
+                          "for both.")
     cache_dir: str | None = option(None, help="Where packaged GGUF models are imported to safetensors; "
                                    "default $LIFECYCLE_CACHE or ~/.cache/lifecycle/models.")
 
@@ -153,14 +156,15 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, device: str = "auto", dtype: DType = "auto"):
-    """A causal or seq2seq LM on the chosen device, in eval mode."""
+def load_model(path: str, device: str = "auto", dtype: DType = "auto", training: bool = False):
+    """A causal or seq2seq LM on the chosen device, in eval mode: in the inference dtype, or the
+    training one (`pick_dtype`) for a model about to be trained."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     device = pick_device(device)
     cls = AutoModelForSeq2SeqLM if is_seq2seq(path) else AutoModelForCausalLM
     try:
-        model = cls.from_pretrained(path, dtype=pick_dtype(dtype, device))
+        model = cls.from_pretrained(path, dtype=(pick_dtype if training else inference_dtype)(dtype, device))
     except (OSError, ValueError) as err:
         raise _load_error(path, err) from None
     return model.to(device).eval()
@@ -199,6 +203,9 @@ def pick_device(setting: str = "auto") -> str:
 
 
 def pick_dtype(setting: DType, device: str):
+    """The dtype weights are trained in (and bitsandbytes variants keep for what they do not quantize):
+    bfloat16 on a GPU that supports it, else float32. A CPU trains fp32 weights under bf16 autocast
+    where that is native (`train_in_bf16`): the training recipe, which inference's dtype leaves alone."""
     import torch
 
     if setting != "auto":
@@ -206,6 +213,30 @@ def pick_dtype(setting: DType, device: str):
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def inference_dtype(setting: DType, device: str):
+    """The dtype a model generates and scores in: bfloat16 where the hardware computes it natively
+    (a GPU that supports it, a CPU with AVX512-BF16 or AMX), else float32. On such a CPU bf16 halves
+    the weights read per token and runs matmuls in hardware; its effect on quality and speed is
+    measured by benchmarks/bench_dtype.py (docs/benchmarks.md)."""
+    import torch
+
+    if setting != "auto":
+        return getattr(torch, setting)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if device == "cpu" and cpu_has_native_bf16() else torch.float32
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 instructions, as torch's cpuinfo reports them (`torch.cpu.get_capabilities()`,
+    the flags `avx512_bf16` / `amx_bf16` of /proc/cpuinfo). Not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`:
+    that is true on any AVX512 CPU (AVX512BW/VL/DQ), where oneDNN emulates bf16, slower than fp32."""
+    import torch
+
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # a torch without the query: fp32, as before
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def train_in_bf16(setting: DType, device: str) -> bool:
