@@ -3,7 +3,9 @@
 `data.path` is `demo` (the dialogue set shipped in the package), a builder name
 (`json`, `csv`, `parquet`) with `data_files`, a local file or folder, or a hub
 dataset id. All of them go through `datasets.load_dataset`, and every split the
-run uses is checked before any model loads.
+run uses is checked before any model loads. Rows may be input/target columns, chat
+conversations or instruction data (`data.format`, see `formats`): each is normalised
+here into the input and target columns that every stage reads.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lifecycle.core import formats
 from lifecycle.core.config import option, require
 from lifecycle.core.errors import DataError
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_data"
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+_announced: set = set()  # (path, format) detections already said in this process: every stage loads the data
 
 
 @dataclass
@@ -29,8 +33,17 @@ class DataConfig:
     data_files: dict[str, str] | None = option(None, help="Split name -> file or glob, for a builder path, "
                                                "e.g. {train: data/train.jsonl, test: data/test.jsonl}.")
     name: str | None = option(None, help="Configuration name of a hub dataset, if it has several.")
-    input_column: str = option("dialogue", help="Column holding the model input (the dialogue).")
-    target_column: str = option("summary", help="Column holding the reference output (the summary).")
+    format: Literal["auto", "columns", "messages", "sharegpt", "alpaca", "prompt_completion"] = option(
+        "auto", help="What a row looks like. columns: input_column -> target_column; messages: a `messages` list of "
+        "{role: system/user/assistant, content}, the last assistant turn the target and the turns before it the "
+        "prompt (SFT trains every assistant turn); sharegpt: the same as `conversations` of {from: system/human/gpt, "
+        "value}; alpaca: `instruction` + optional `input` -> `output`; prompt_completion: TRL's `prompt` -> "
+        "`completion` text. Every format but columns carries its own instruction, so the prompt templates do not "
+        "apply. auto: the first of these whose columns the data has (said once when it runs).")
+    input_column: str = option("dialogue", help="Column holding the model input (the dialogue); with another "
+                               "data.format, the column the rows' prompt text is written to.")
+    target_column: str = option("summary", help="Column holding the reference output (the summary); with another "
+                                "data.format, the column the rows' target text is written to.")
     id_column: str | None = option("id", help="Column of unique example ids; null numbers the rows instead.")
     slice_column: str | None = option(None, help="Boolean column marking a slice that evaluate and rlhf also "
                                       "report on its own (the demo's `heated` dialogues); null for none.")
@@ -80,7 +93,37 @@ def load(cfg: DataConfig, seed: int = 0):
     if cfg.id_column is None:
         for role in splits:
             splits[role] = splits[role].add_column("id", [f"{role}-{i}" for i in range(len(splits[role]))])
+    splits = normalise(splits, cfg)
     validate(splits, cfg)
+    return splits
+
+
+def normalise(splits, cfg: DataConfig, run_data: bool = True):
+    """The splits with each row's input and target text in data.input_column / data.target_column, whatever
+    data.format the rows have (auto: detected from the first split, and said once). Chat rows' turns go to
+    the prompts module, which renders them with the model's chat template: for the run's own data
+    (`run_data`) they replace what an earlier load left there, for an extra evaluation set they are added."""
+    from lifecycle.core import prompts
+
+    fmt = cfg.format
+    if fmt == "auto":
+        # Nothing matching reads as columns, so `validate` names the missing input/target columns.
+        columns = next(iter(splits.values())).column_names
+        fmt = formats.detect(columns, cfg.input_column, cfg.target_column) or "columns"
+        if (cfg.path, fmt) not in _announced:
+            _announced.add((cfg.path, fmt))
+            print(f"[lifecycle] data: detected format `{fmt}` in `{cfg.path}` "
+                  f"({formats.describe(fmt, cfg.input_column, cfg.target_column)}); set data.format to choose another")
+    conversations = {}
+    for role in splits:
+        where = f"split `{cfg.splits.get(role, role)}` of `{cfg.path}`"
+        splits[role], found = formats.normalise(splits[role], fmt, cfg.input_column, cfg.target_column,
+                                                cfg.id_column or "id", where)
+        conversations.update(found)
+    if run_data:
+        prompts.set_data_format(formats.own_instruction(fmt), conversations)
+    else:
+        prompts.add_conversations(conversations)
     return splits
 
 
@@ -95,7 +138,8 @@ def validate(splits, cfg: DataConfig) -> None:
         for column in (cfg.input_column, cfg.target_column, id_column, *([cfg.slice_column] if cfg.slice_column else [])):
             if column not in ds.column_names:
                 raise DataError(f"{where} has no column `{column}`; its columns are {ds.column_names}. Set "
-                                "data.input_column / data.target_column / data.id_column to the right names.")
+                                "data.input_column / data.target_column / data.id_column to the right names, or "
+                                "data.format if the rows are chat or instruction data.")
         for column in (cfg.input_column, cfg.target_column):
             bad = [i for i, v in enumerate(ds[column]) if not isinstance(v, str) or not v.strip()]
             if bad:
