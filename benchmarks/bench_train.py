@@ -32,7 +32,7 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
     """One training run in this process; returns its throughput and memory."""
     from lifecycle.config import load
     from lifecycle import finetune
-    from lifecycle.core import data, models
+    from lifecycle.core import data, models, training
     from lifecycle.core.artifacts import Selection
     from lifecycle.core.prompts import TEMPLATES
 
@@ -50,7 +50,7 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
         train = splits["train"].map(lambda r: training_example(tokenizer, TEMPLATES["summarize"], r["dialogue"], r["summary"]),
                                     remove_columns=splits["train"].column_names)
         trainer = SFTTrainer(model=path, train_dataset=train, processing_class=tokenizer,
-                             peft_config=LoraConfig(task_type="CAUSAL_LM", **finetune.LORA),
+                             peft_config=LoraConfig(task_type="CAUSAL_LM", **training.LORA),
                              args=SFTConfig(output_dir=str(out), use_cpu=True, max_steps=steps, report_to="none",
                                             include_num_input_tokens_seen="non_padding"))
     else:

@@ -27,8 +27,8 @@ from lifecycle.core.errors import ConfigError
 from lifecycle.core.library_options import CHECK_ONLY, check_types, library_object
 from lifecycle.core.plots import figure, save
 from lifecycle.core.store import write_json
+from lifecycle.core.training import LORA
 
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 TRAINING = {"num_train_epochs": 2, "learning_rate": 2e-4, "per_device_train_batch_size": 8,
             "gradient_accumulation_steps": 1, "lr_scheduler_type": "cosine", "warmup_steps": 5,
             "logging_steps": 5, "eval_strategy": "epoch", "save_steps": 20, "save_total_limit": 2,

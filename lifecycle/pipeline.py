@@ -25,7 +25,7 @@ from lifecycle import stages
 from lifecycle.core import fingerprints
 from lifecycle.core.artifacts import StageResult, StageRun, produced
 from lifecycle.core.config import fingerprint, to_dict
-from lifecycle.core.errors import StageError
+from lifecycle.core.errors import StageError, one_line
 from lifecycle.core.processes import is_main_process, shared, wait_for_everyone
 from lifecycle.core.provenance import host, versions
 from lifecycle.core.store import MANIFEST, Run, list_outputs
@@ -125,11 +125,11 @@ def _upstream(cfg, stage: str, memo: dict, how: Invocation | str = "FILE") -> tu
             consumed[up] = {"path": str(run.dir(up) / MANIFEST), "hash": run.manifest_hash(up),
                             "produced": produced(state.manifest)}
         elif not required and state.state != "stale":
-            skipped[up] = f"{up} is {state.state}" + (f": {_first_line(state.reason)}" if state.reason else "")
+            skipped[up] = f"{up} is {state.state}" + (f": {one_line(state.reason)}" if state.reason else "")
         else:
             can_disable = not required and hasattr(getattr(cfg, up, None), "enabled")
             hint = f", or leave it out with `{up}.enabled=false`" if can_disable else ""
-            raise StageError(f"stage `{stage}` needs `{up}`, which is {state.state} ({_first_line(state.reason)}). "
+            raise StageError(f"stage `{stage}` needs `{up}`, which is {state.state} ({one_line(state.reason)}). "
                              f"Run `{command(up, how)}` first{hint}, or `{command('all', how)}` for every stage.")
     return consumed, skipped
 
@@ -258,9 +258,6 @@ def _stage_run(cfg, entry: stages.Stage, plan: Plan) -> StageRun:
     return StageRun(run, entry.name, run.partial_dir(entry.name), {up: run.manifest(up) for up in plan.consumed},
                     plan.skipped, tuple(up for up in entry.optional if up in plan.consumed))
 
-
-def _first_line(text: str) -> str:
-    return " ".join(str(text).split())[:300]
 
 
 def _now() -> str:

@@ -37,9 +37,9 @@ from lifecycle.core.errors import ConfigError, LifecycleError
 from lifecycle.core.library_options import library_object
 from lifecycle.core.store import sha256_file, write_json
 from lifecycle.core.toxicity import ScorerConfig, SequenceClassifier, load_labelled, load_scorer, probe_check, ranking
+from lifecycle.core.training import LORA
 
 LABELS = {0: "non_toxic", 1: "toxic"}
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
 
 @dataclass

@@ -35,8 +35,8 @@ from lifecycle.core.rewards import WEIGHTS, rewards
 from lifecycle.core.splice import SpliceConfig
 from lifecycle.core.store import write_json
 from lifecycle.core.toxicity import ScorerConfig, load_scorer, probe_check
+from lifecycle.core.training import LORA
 
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 TRAINING = {"max_steps": 40, "learning_rate": 1e-5, "per_device_train_batch_size": 8, "num_generations": 4,
             "max_completion_length": 64, "beta": 0.05, "temperature": 0.9, "logging_steps": 1, "save_steps": 10,
             "save_total_limit": 2}

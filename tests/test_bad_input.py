@@ -118,6 +118,7 @@ def test_config_check_builds_library_objects_without_side_effects(tmp_path, monk
     from accelerate.state import PartialState
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(PartialState, "_shared_state", {})  # whatever an earlier test in this process set up
     library_options.check(load(TINY))  # what preflight runs before the stages
     assert PartialState._shared_state == {}  # no accelerate process state (or process group) from the check
     assert list(tmp_path.iterdir()) == []  # the check's scratch output_dir is never created

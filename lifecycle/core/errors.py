@@ -25,8 +25,8 @@ class ConfigError(LifecycleError):
 
     def _message(self) -> str:
         shown = json.dumps(self.value, default=str)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
+        if len(shown) > 200:  # long enough for a path, short enough for a one-paragraph error
+            shown = shown[:197] + "..."
         what = "is not a known option" if self.unknown else "is not allowed"
         return (
             f"config error: `{self.key}` = {shown} {what}; expected {self.allowed}. "
@@ -44,3 +44,8 @@ class ModelError(LifecycleError):
 
 class StageError(LifecycleError):
     """A stage cannot run: an upstream stage is missing, failed or stale."""
+
+
+def one_line(text: Any, limit: int = 300) -> str:
+    """Whatever a library printed, as one line of at most `limit` characters, to quote in a one-paragraph error."""
+    return " ".join(str(text).split())[:limit]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lifecycle.core import generate
+from lifecycle.core.errors import one_line
 
 INSTALL_HINT = "`make llamacpp` builds it once from its PyPI source (about 10 minutes on 2 CPU cores, cached after)"
 
@@ -117,7 +118,7 @@ def _generate(request: dict) -> dict:
         llm = Llama(model_path=str(path), n_ctx=0, n_threads=request["threads"], seed=request["seed"],
                     last_n_tokens_size=-1, verbose=False)
     except ValueError as err:  # what llama-cpp-python raises for a file it cannot load
-        return {"error": " ".join(str(err).split())[:300]}
+        return {"error": one_line(err)}
     load_s = time.perf_counter() - began
     outputs = []
     for text in tqdm(request["prompts"], desc=f"llama.cpp {path.name}", unit="ex"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from lifecycle.core import generate, models
 from lifecycle.core.artifacts import Prompt
 from lifecycle.core.config import require
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError, one_line
 from lifecycle.core.library_options import library_object
 from lifecycle.core.store import write_json
 
@@ -168,7 +168,7 @@ def _bitsandbytes_errors(name: str, device: str):
     except (RuntimeError, ValueError, ImportError, AssertionError) as err:
         if VARIANTS[name] is None:
             raise
-        said = " ".join(str(err).split())[:300]  # one paragraph, whatever the library printed
+        said = one_line(err)
         raise cannot({name: f"bitsandbytes failed with {type(err).__name__}: {said}"}, device) from None
 
 

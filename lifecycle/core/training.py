@@ -10,6 +10,10 @@ from lifecycle.core.artifacts import StageRun
 from lifecycle.core.processes import is_main_process
 from lifecycle.core.store import last_checkpoint, write_json
 
+# The LoRA every trainer starts from (finetune, rlhf, reward_model; each config merges its options onto it).
+# No dropout: on a CPU its random numbers on every adapter input cost more than the adapter's matmuls
+# (docs/benchmarks.md: part of the offline recipe's 1.38x over TRL's defaults); set lora.lora_dropout for it.
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 CHECKPOINTS = "checkpoints"  # resume points in the working folder; removed once the stage's artifacts are saved
 
 
