@@ -79,7 +79,7 @@ class Trial:
 def run(cfg, run: StageRun) -> StageResult:
     selection = run.read("select", artifacts.Selection)
     splits = data.load(cfg.data, seed=cfg.run.seed)
-    val = splits["validation"].select(range(min(cfg.prompt.sample, len(splits["validation"]))))
+    val = data.first(splits["validation"], cfg.prompt.sample)
     shot_pool = _shot_pool(splits["train"], cfg)
     model = models.load_model(selection.path, cfg.models.device, cfg.models.dtype)
     tokenizer = models.load_tokenizer(selection.path)

@@ -71,9 +71,7 @@ def run(cfg, run: StageRun) -> StageResult:
     stage, scope = run.latest, run.read("scope", artifacts.Scope)
     trained = run.read(stage, artifacts.TrainedModel)
     model_dir, prompt, criteria = trained.path, trained.prompt, scope.criteria
-    test = data.load(cfg.data, seed=cfg.run.seed)["test"]
-    if cfg.quantize.limit:
-        test = test.select(range(min(cfg.quantize.limit, len(test))))
+    test = data.first(data.load(cfg.data, seed=cfg.run.seed)["test"], cfg.quantize.limit)
     device = models.pick_device(cfg.models.device)
     problems = {n: p for n in cfg.quantize.variants if (p := quantization.problem(n, model_dir, device))}
     if problems:  # before any work, not after measuring the reference

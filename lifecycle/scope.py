@@ -170,7 +170,7 @@ def _report(scope: artifacts.Scope, splits, cfg) -> str:
     lines += [f"- {w}" for w in scope.warnings] or ["None: every input fits every candidate's context with room for the output."]
     lines += ["", "## Examples (validation)", ""]
     val = splits["validation"]
-    for row in val.select(range(min(cfg.scope.report_examples, len(val)))):
+    for row in data.first(val, cfg.scope.report_examples):
         dialogue = row[cfg.data.input_column]
         shown = dialogue if len(dialogue) < 600 else dialogue[:600] + " …"
         lines += [f"**{row[scope.columns['id']]}**", "", "```", shown, "```", "",

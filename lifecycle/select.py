@@ -50,7 +50,7 @@ class SelectConfig:
 def run(cfg, run: StageRun) -> StageResult:
     scope = run.read("scope", artifacts.Scope)
     val = data.load(cfg.data, seed=cfg.run.seed)["validation"]
-    val = val.select(range(min(cfg.select.sample, len(val))))
+    val = data.first(val, cfg.select.sample)
     (run.out / "predictions").mkdir()
     rows = [_score(cand, val, cfg, run) for cand in scope.candidates]
     chosen, reason = _choose(rows, scope.criteria, cfg.select.pin)

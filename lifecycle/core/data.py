@@ -88,14 +88,18 @@ def load(cfg: DataConfig, seed: int = 0):
                         "existing splits, or data.holdout=0.1 to carve the missing ones from train.")
     splits = DatasetDict({role: raw[name] for role, name in cfg.splits.items()})
     for role, name in cfg.splits.items():
-        if name in cfg.limit:
-            splits[role] = splits[role].select(range(min(cfg.limit[name], len(splits[role]))))
+        splits[role] = first(splits[role], cfg.limit.get(name))
     if cfg.id_column is None:
         for role in splits:
             splits[role] = splits[role].add_column("id", [f"{role}-{i}" for i in range(len(splits[role]))])
     splits = normalise(splits, cfg)
     validate(splits, cfg)
     return splits
+
+
+def first(ds, n: int | None):
+    """The first `n` rows of a split (every row when `n` is 0, None or more than it has)."""
+    return ds.select(range(min(n, len(ds)))) if n else ds
 
 
 def normalise(splits, cfg: DataConfig, run_data: bool = True):

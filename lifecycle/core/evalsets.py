@@ -26,9 +26,7 @@ from lifecycle.core.errors import DataError
 def load(cfg) -> tuple[dict, dict[str, str]]:
     """{set name: (the config to score it with, the split)} with the run's test split first, and the sets
     left out (skip_missing sets whose files are absent) with the reason."""
-    test = data.load(cfg.data, seed=cfg.run.seed)["test"]
-    if cfg.evaluate.limit:
-        test = test.select(range(min(cfg.evaluate.limit, len(test))))
+    test = data.first(data.load(cfg.data, seed=cfg.run.seed)["test"], cfg.evaluate.limit)
     sets, skipped = {"test": (cfg, test)}, {}
     for name, spec in cfg.evaluate.sets.items():
         missing = missing_files(spec)
@@ -50,8 +48,7 @@ def load_split(spec, name: str, seed: int = 0):
         raise DataError(f"evaluate.sets.{name}: `{spec.path}` has no split {split!r}; it has {sorted(raw)}. "
                         f"Set evaluate.sets.{name}.split to one of them.")
     ds = raw[split]
-    if split in spec.limit:
-        ds = ds.select(range(min(spec.limit[split], len(ds))))
+    ds = data.first(ds, spec.limit.get(split))
     if spec.id_column is None:
         ds = ds.add_column("id", [f"{name}-{i}" for i in range(len(ds))])
     check = dataclasses.replace(spec, test_split=split)

@@ -40,7 +40,7 @@ def modelfile(gguf_name: str, tokenizer, prompt: Prompt, task: str = "") -> str:
               "repeat_last_n": -1,  # the whole context, as transformers' repetition_penalty
               "num_predict": options["max_tokens"]}
     lines = [f"# {task or 'the lifecycle run'}: send the raw input; the template adds the evaluated prompt.",
-             f"# ollama create <name> -f Modelfile && ollama run <name> \"<input>\"",
+             "# ollama create <name> -f Modelfile && ollama run <name> \"<input>\"",
              f"FROM ./{gguf_name}", "", f'TEMPLATE """{template(tokenizer, prompt)}"""', ""]
     lines += [f"PARAMETER {key} {value}" for key, value in params.items()]
     lines += [f'PARAMETER stop "{stop}"' for stop in stop_tokens(tokenizer)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lifecycle.core import degenerate, rl_health, systems
+from lifecycle.core import data, degenerate, rl_health, systems
 from lifecycle.core.artifacts import Prompt
 from lifecycle.core.plots import figure, save
 from lifecycle.core.store import write_json
@@ -18,8 +18,7 @@ def before_after(cfg, sft_path: str, rl_path: str, prompt: Prompt, test, judges:
     """SFT vs RLHF on the held-out test split: toxicity and ROUGE-L with CIs and paired tests, under every
     judge (the run's toxicity metric, and the reward when it differs), degenerate-output checks, RL health;
     written to `out` as before_after.json and rlhf.md."""
-    if cfg.rlhf.eval_limit:
-        test = test.select(range(min(cfg.rlhf.eval_limit, len(test))))
+    test = data.first(test, cfg.rlhf.eval_limit)
     n_boot = cfg.metrics.bootstrap
     generated = {name: systems.predict(cfg, path, prompt, test, cfg.rlhf.batch_size, f"rlhf {name}")
                  for name, path in (("before", sft_path), ("after", rl_path))}
