@@ -65,12 +65,14 @@ status: setup
 options: setup
 	$(PY) -m lifecycle options
 
+# On every core (up to 4 pytest-xdist workers), one torch thread each: the tiny models gain nothing from
+# threads, and workers x threads above the cores thrash.
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4
 
 # What iterating on the code needs: the suite less its whole-lifecycle runs, the notebooks and the packaged model.
 test-quick: setup
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4 -m "not slow"
 
 # CPU benchmarks against their baselines, measured in the same run -> benchmarks/results/
 bench: setup

@@ -87,3 +87,13 @@ def test_the_registry_is_the_only_list_of_stages():
         if path.name != "stages.py":
             for line in path.read_text().splitlines():
                 assert sum(f'"{n}"' in line for n in registry.NAMES) < 3, f"{path.name}: {line.strip()}"
+
+
+def test_a_stage_module_run_as_main_is_the_cli_command(tmp_path):
+    """`python -m lifecycle.scope …` is `python -m lifecycle scope …`: same checks, same one-paragraph error."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lifecycle.scope", "--config", str(ROOT / "configs" / "tiny.yaml"),
+                           f"run.root={tmp_path}", "scope.max_new_tokens=0"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "`scope.max_new_tokens`" in done.stderr and "Traceback" not in done.stderr
