@@ -8,7 +8,7 @@ stage's working folder, so the same command resumes after a kill. The same modul
 runs on CPU and under `accelerate launch` on one or many GPUs.
 
     python -m lifecycle finetune --config configs/offline.yaml
-    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lifecycle.finetune --config configs/flan-t5-dialogsum.yaml
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lifecycle finetune --config configs/flan-t5-dialogsum.yaml
 """
 
 from __future__ import annotations
