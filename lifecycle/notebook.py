@@ -25,6 +25,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 from lifecycle import pipeline, report  # noqa: E402
 from lifecycle import stages as registry  # noqa: E402
 from lifecycle.config import load  # noqa: E402
+from lifecycle.core import preflight  # noqa: E402
 from lifecycle.pipeline import Invocation  # noqa: E402
 from lifecycle.core.render import IMAGE, cell, demote, value_text, when  # noqa: E402
 from lifecycle.core.store import Run  # noqa: E402
@@ -41,8 +42,11 @@ class Notebook:
         return load(self.how.config, [*self.how.overrides, *overrides])
 
     def run_until(self, stage: str) -> None:
-        """Every stage up to and including `stage`, in order; up-to-date ones are skipped."""
-        for name in registry.NAMES[: registry.NAMES.index(stage) + 1]:
+        """Every stage up to and including `stage`, in order; up-to-date ones are skipped. The same
+        checks as the CLI's first (references, library options), before any stage runs."""
+        names = registry.NAMES[: registry.NAMES.index(stage) + 1]
+        preflight.check(self.cfg, names)
+        for name in names:
             pipeline.execute(self.cfg, name, self.how)
 
     def show(self, stage: str) -> None:
