@@ -105,7 +105,7 @@ def run(cfg, run: StageRun) -> StageResult:
     scorer, previous = load_scorer(cfg.metrics.toxicity), evalsets.previous(run)
     results, outputs, general_nll, paths = {s: {} for s in sets}, {s: {} for s in sets}, {}, {}
     for name, path, origin, prompt in _systems(run, best):
-        model, paths[name] = evalsets.LazyModel(cfg, path), path
+        model, paths[name] = systems.LazyModel(cfg, path), path
         for set_name, (scfg, split) in sets.items():
             results[set_name][name], outputs[set_name][name] = evalsets.evaluate_system(
                 scfg, run, set_name, name, path, origin, prompt, split, scorer, model, previous)

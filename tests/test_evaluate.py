@@ -51,7 +51,7 @@ def test_adding_a_set_reruns_evaluate_only(with_set):
     for stage in ("scope", "select", "prompt", "finetune"):
         assert f"[lifecycle] {stage}: up to date" in with_set, stage
     assert "stage: evaluate" in with_set
-    assert "base on test: unchanged since the last evaluation, reusing its predictions" in with_set
+    assert "evaluate base on test: reusing the" in with_set
 
 
 def test_a_set_is_scored_like_the_test_split(cli, with_set):
@@ -86,7 +86,7 @@ def test_evaluate_runs_the_llm_judge_on_every_trained_system(cli, with_set):
         proc.terminate()
         proc.wait(10)
     assert code == 0, err
-    assert "reusing its predictions" in out  # only the judge is new
+    assert "reusing the" in out  # only the judge is new
     j = json.loads((cli.root / "evaluate" / "evaluation.json").read_text())["judge"]
     assert j["model"] == "stub" and set(j["vs_base"]) == {"finetune"}
     assert all(r["n"] == 3 and len(r["verdicts"]) == 3 for r in j["vs_base"].values())

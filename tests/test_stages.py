@@ -36,6 +36,9 @@ def test_all_stages_write_their_artifacts(evaluated):
     base = evaluation["systems"]["base"]
     assert evaluation["test_examples"] == 8 and len(base["per_example"]["rougeL"]) == 8
     assert set(base["criteria"]) == {"min_rougeL", "max_mean_toxicity", "max_general_nll_increase"}
+    # rlhf's before/after generated both trained models on the same test rows with the same decoding: read back
+    assert base["reused_predictions"] is None
+    assert all(evaluation["systems"][s]["reused_predictions"] for s in ("finetune", "rlhf"))
     heated = [json.loads(line)["heated"] for line in (DEMO_DIR / "dialogues" / "test.jsonl").read_text().splitlines()]
     assert base["slice"]["rows"] == sum(heated[:8])
     for name in ("evaluation.md", "metrics.png", "toxicity.png", "predictions/base.jsonl"):
@@ -49,7 +52,7 @@ def test_evaluate_marks_criteria_and_reuses_unchanged_predictions(evaluated):
     # scope changed, so everything after it is stale: evaluate refuses until scope re-runs
     assert code == 2
     code, out, _ = evaluated("all", "evaluate.examples=1")
-    assert code == 0 and "reusing its predictions" in out
+    assert code == 0 and "reusing the" in out
     code, _, _ = evaluated("all", "scope.criteria.min_rougeL=0.0", "scope.criteria.max_mean_toxicity=1.0")
     base = json.loads((evaluated.root / "evaluate" / "evaluation.json").read_text())["systems"]["base"]
     assert code == 0 and base["criteria"] == {"min_rougeL": True, "max_mean_toxicity": True, "max_general_nll_increase": True}

@@ -18,6 +18,11 @@ def markdown(ev: dict, outputs: dict, sets: dict, cfg) -> str:
     if ev["skipped"]:
         lines += ["Left out of this evaluation: " + "; ".join(f"**{n}** ({why})" for n, why in ev["skipped"].items())
                   + ".", ""]
+    reused = [n for n, s in ev["systems"].items() if s.get("reused_predictions")]
+    if reused:
+        lines += [f"Predictions of {', '.join(f'**{n}**' for n in reused)} were not generated again: this run had "
+                  "made them already with the same weights, prompts and decoding (rlhf's before/after, or an earlier "
+                  "evaluate), and they were read back from the run's `predictions/`.", ""]
     lines += _set_tables(ev["systems"], cfg.data.slice_column, criteria=True)
     for name, s in ev["sets"].items():
         lines += [f"## Set `{name}` ({s['examples']} examples from `{s['source']}`)", "",

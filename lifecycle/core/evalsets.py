@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from lifecycle.core import data, generate, models, systems
+from lifecycle.core import data, generate, systems
 from lifecycle.core.artifacts import Prompt
 from lifecycle.core.config import fingerprint
 from lifecycle.core.errors import DataError
@@ -70,45 +70,29 @@ def describe(spec) -> str:
     return f"{spec.path}" + (f" ({files})" if files else "")
 
 
-class LazyModel:
-    """A system's model, loaded on first use: a system whose predictions are all reused never loads."""
-
-    def __init__(self, cfg, path: str):
-        self.cfg, self.path, self.model = cfg, path, None
-
-    def __call__(self):
-        if self.model is None:
-            self.model = models.load_model(self.path, self.cfg.models.device, self.cfg.models.dtype)
-        return self.model
-
-
 def previous(run) -> dict:
     path = run.run.dir("evaluate") / "evaluation.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def evaluate_system(cfg, run, set_name: str, name: str, path: str, origin: dict, prompt: Prompt, split, scorer,
-                    model: LazyModel, prev: dict) -> tuple[dict, list[generate.Generation]]:
-    """Generate, score and measure perplexity for one system on one set (reusing what is unchanged)."""
+                    model: systems.LazyModel, prev: dict) -> tuple[dict, list[generate.Generation]]:
+    """Generate, score and measure perplexity for one system on one set (reusing what is unchanged: the
+    run's predictions, and the last evaluation's likelihoods under the same key)."""
     ids = [str(i) for i in split[cfg.data.id_column or "id"]]
     key = fingerprint({"model": origin, "prompt": prompt, "set": set_name, "ids": ids, "seed": cfg.run.seed,
                        "data": fingerprint([split[cfg.data.input_column], split[cfg.data.target_column]])})
     folder = run.out / "predictions" / ("" if set_name == "test" else set_name)
     folder.mkdir(parents=True, exist_ok=True)
-    old_folder = run.run.dir("evaluate") / "predictions" / ("" if set_name == "test" else set_name)
-    old = (prev.get("systems", {}) if set_name == "test" else prev.get("sets", {}).get(set_name, {}).get("systems", {})
-           ).get(name, {})
-    same = old.get("key") == key and (old_folder / f"{name}.jsonl").is_file()
-    if same:
-        print(f"[evaluate] {name} on {set_name}: unchanged since the last evaluation, reusing its predictions")
-        outputs = generate.read_jsonl(old_folder / f"{name}.jsonl")
-    else:
-        outputs = systems.predict(cfg, path, prompt, split, cfg.evaluate.batch_size, f"evaluate {name} on {set_name}",
-                                  model=model())
+    outputs = systems.predict(cfg, path, prompt, split, cfg.evaluate.batch_size, f"evaluate {name} on {set_name}",
+                              model=model)  # read back when this run already generated them (rlhf, an earlier evaluate)
     generate.write_jsonl(folder / f"{name}.jsonl", outputs)
-    result = systems.score(cfg, outputs, scorer, split, cfg.metrics.bootstrap) | {"key": key, "model": path}
+    result = systems.score(cfg, outputs, scorer, split, cfg.metrics.bootstrap) | {
+        "key": key, "model": path, "reused_predictions": outputs.reused_from}
     if cfg.evaluate.perplexity:
-        nll = old["likelihood"] if same and "likelihood" in old else systems.reference_nll(
+        old = (prev.get("systems", {}) if set_name == "test" else prev.get("sets", {}).get(set_name, {}).get("systems", {})
+               ).get(name, {})
+        nll = old["likelihood"] if old.get("key") == key and "likelihood" in old else systems.reference_nll(
             cfg, model(), path, prompt, split, cfg.evaluate.batch_size)
         ppl = systems.perplexity(nll, cfg.metrics.bootstrap, cfg.run.seed)
         result["scores"]["perplexity"] = ppl["perplexity"]

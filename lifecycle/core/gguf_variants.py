@@ -65,7 +65,7 @@ def measure(cfg, reference: Path, folder: Path, kind: str, test, prompt: Prompt,
     model = gguf_runtime.load_with_transformers(path)
     # the reference's tokenizer: the same vocabulary the file carries (tests/test_gguf.py checks they agree)
     read = systems.predict(cfg, str(reference), prompt, test, cfg.quantize.batch_size, f"quantize {name(kind)} "
-                           "(transformers gguf_file=)", model=model)
+                           "(transformers gguf_file=)", model=model, weights=str(folder))
     tokenizer = models.load_tokenizer(str(reference))
     texts = [g.prompt for g in read]
     model, = release_memory(model)

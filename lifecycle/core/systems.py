@@ -8,30 +8,53 @@ from __future__ import annotations
 
 import numpy as np
 
-from lifecycle.core import generate, likelihood, metrics, models, prompts
+from lifecycle.core import generate, likelihood, metrics, models, predictions, prompts
 from lifecycle.core.artifacts import Prompt
 
 PAIRED = ("rougeL", "toxicity", "nll")  # the per-example scores systems are compared on (nll when measured)
 SLICED = ("rougeL", "toxicity")  # the scores reported on the data's slice
 
 
-def predict(cfg, path: str, prompt: Prompt, split, batch_size: int, desc: str, model=None) -> list[generate.Generation]:
-    """Generate for every row of `split` with `prompt` (template, shot_examples, generation)."""
-    if model is None:
-        model = models.load_model(path, cfg.models.device, cfg.models.dtype)
+class LazyModel:
+    """A system's model, loaded on first use: a system whose predictions are all reused never loads."""
+
+    def __init__(self, cfg, path: str):
+        self.cfg, self.path, self.model = cfg, path, None
+
+    def __call__(self):
+        if self.model is None:
+            self.model = models.load_model(self.path, self.cfg.models.device, self.cfg.models.dtype)
+        return self.model
+
+
+def predict(cfg, path: str, prompt: Prompt, split, batch_size: int, desc: str, model=None,
+            weights: str | None = None) -> predictions.Predictions:
+    """Generate for every row of `split` with `prompt` (template, shot_examples, generation) — or read back
+    what this run already generated with the same weights, prompts and decoding (core/predictions.py).
+    `model`: the model already loaded (or a LazyModel), else `path`'s is loaded; `weights`: the folder whose
+    content is that model, when it is not `path` (a GGUF file read with `path`'s tokenizer)."""
     tokenizer = models.load_tokenizer(path)
     gen_config = generate.generation_config(prompt.generation, "prompt generation")
-    texts = prompt_texts(cfg, model, tokenizer, prompt, split, gen_config.max_new_tokens)
-    return generate.generate(model, tokenizer, texts, gen_config, batch_size, cfg.run.seed,
-                             ids=[str(i) for i in split[cfg.data.id_column or "id"]],
-                             references=list(split[cfg.data.target_column]), desc=desc)
+    texts = prompt_texts(cfg, models.load_config(path), tokenizer, prompt, split, gen_config.max_new_tokens)
+    ids, refs = [str(i) for i in split[cfg.data.id_column or "id"]], list(split[cfg.data.target_column])
+    digest = predictions.key(cfg, weights or path, texts, gen_config, batch_size, ids, refs)
+    if (made := predictions.reused(cfg, digest)) is not None:
+        print(f"[lifecycle] {desc}: reusing the {len(made)} predictions this run already made with the same "
+              f"weights, prompts and decoding ({predictions.path_of(cfg, digest)})")
+        return made
+    if model is None or isinstance(model, LazyModel):
+        model = (model or LazyModel(cfg, path))()
+    made = generate.generate(model, tokenizer, texts, gen_config, batch_size, cfg.run.seed, ids=ids, references=refs,
+                             desc=desc)
+    return predictions.keep(cfg, digest, made)
 
 
-def prompt_texts(cfg, model, tokenizer, prompt: Prompt, split, max_new_tokens: int, column: str | None = None) -> list[str]:
-    """The prompt the model is used with, for every row of `split` (template, few-shot examples, chat template)."""
+def prompt_texts(cfg, config, tokenizer, prompt: Prompt, split, max_new_tokens: int, column: str | None = None) -> list[str]:
+    """The prompt the model (of `config`) is used with, for every row of `split` (template, few-shot examples,
+    chat template)."""
     return prompts.format_prompts(tokenizer, prompt.template, list(split[column or cfg.data.input_column]),
                                   [tuple(s) for s in prompt.shot_examples],
-                                  models.context_length(model.config, tokenizer), max_new_tokens)[0]
+                                  models.context_length(config, tokenizer), max_new_tokens)[0]
 
 
 def reference_nll(cfg, model, path: str, prompt: Prompt, split, batch_size: int, input_column: str | None = None,
@@ -39,7 +62,7 @@ def reference_nll(cfg, model, path: str, prompt: Prompt, split, batch_size: int,
     """Per example: summed NLL of the reference given the model's prompt, and its token count."""
     tokenizer = models.load_tokenizer(path)
     max_new = generate.generation_config(prompt.generation, "prompt generation").max_new_tokens
-    texts = prompt_texts(cfg, model, tokenizer, prompt, split, max_new, input_column)
+    texts = prompt_texts(cfg, model.config, tokenizer, prompt, split, max_new, input_column)
     refs = list(split[target_column or cfg.data.target_column])
     nll, tokens = likelihood.completion_nll(model, tokenizer, texts, likelihood.completions(tokenizer, refs), batch_size)
     return {"nll_sum": nll.tolist(), "tokens": tokens.tolist()}
