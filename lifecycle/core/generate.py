@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.core.errors import ConfigError
+from lifecycle.core.errors import ConfigError, one_line
 from lifecycle.core.prompts import tokenize
 
 GREEDY = {"do_sample": False}
@@ -35,7 +35,7 @@ def generation_config(options: dict[str, Any], key: str, max_new_tokens: int | N
         config = GenerationConfig(**merged)
         config.validate(strict=True)
     except ValueError as err:
-        raise ConfigError(key, options, "valid generation options; transformers says: " + " ".join(str(err).split())) from None
+        raise ConfigError(key, options, "valid generation options; transformers says: " + one_line(err, 2000)) from None
     return config
 
 

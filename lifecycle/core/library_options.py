@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any, Union
 
 from lifecycle.core.config import _coerce, _join  # the loader's own type rules, so these errors read the same
-from lifecycle.core.errors import ConfigError
+from lifecycle.core.errors import ConfigError, one_line
 
 
 def check(cfg, sections: Iterable[str] | None = None) -> None:
@@ -55,7 +55,7 @@ def library_object(cls: type, options: dict[str, Any], key: str, **fixed: Any) -
             warnings.simplefilter("ignore")
             return cls(**{**checked, **fixed})
     except (TypeError, ValueError, KeyError) as err:
-        said = " ".join(str(err).split()).rstrip(".")
+        said = one_line(err, 2000).rstrip(".")
         named = [name for name in options if re.search(rf"\b{re.escape(name)}\b", said)]
         if not named:  # messages like "cosin is not a valid SchedulerType" name the value, not the key
             named = [name for name, value in options.items() if isinstance(value, (str, int, float))

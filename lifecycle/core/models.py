@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from lifecycle.core.config import option, require
-from lifecycle.core.errors import ModelError
+from lifecycle.core.errors import ModelError, one_line
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -255,7 +255,7 @@ def train_in_bf16(setting: DType, device: str) -> bool:
 def _load_error(path: str, err: Exception) -> ModelError:
     if Path(path).is_dir():
         return ModelError(f"could not load model `{path}`: {' '.join(str(err).split())[:300]}. Is the folder a complete save_pretrained checkpoint?")
-    said = " ".join(str(err).split())[:200]  # one paragraph, whatever the library printed
+    said = one_line(err, 200)
     return ModelError(f"could not load `{path}` from the Hugging Face hub ({type(err).__name__}: {said}). "
                       "Without network access, use a packaged model (" + ", ".join(PACKAGED) + ") or a local "
                       "save_pretrained folder, or download the model on a machine with access and point to it.")
