@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from common import CACHE, SHAPES, gpu_peaks, random_model, write_results
+from common import CACHE, SHAPES, machine_limits, random_model, write_results
 
 
 def main() -> None:
@@ -48,11 +48,14 @@ def main() -> None:
         r["speedup_vs_loop"] = round(r["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
     table = ["| method | new tokens | seconds | tokens/s | speed-up |", "|---|---|---|---|---|"]
     table += [f"| {r['method']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']}x |" for r in rows]
-    if peaks := gpu_peaks():  # at batch 1 every decoded token reads every weight once
-        bound = peaks[1] / model.get_memory_footprint()
-        rows[0]["bandwidth_bound_tokens_per_s"] = round(bound, 1)
-        table += ["", f"Memory-bandwidth bound at batch 1: {bound:,.0f} tokens/s; the loop reaches "
-                  f"{rows[0]['tokens_per_s'] / bound:.1%} of it."]
+    # At batch 1 every decoded token reads every weight once: the measured copy bandwidth over the weights'
+    # bytes bounds the per-example loop (which also pays its prompt's prefill).
+    limits = machine_limits(str(model.device))
+    bound = limits["bandwidth_bytes_per_s"] / model.get_memory_footprint()
+    rows[0]["bandwidth_bound_tokens_per_s"], rows[0]["machine_limits"] = round(bound, 1), limits
+    table += ["", f"Memory bandwidth measured in this run: {limits['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, so at batch 1 "
+              f"the bound is {bound:,.0f} tokens/s for {model.get_memory_footprint() / 2**20:,.0f} MiB of weights; the "
+              f"per-example loop reaches {rows[0]['tokens_per_s'] / bound:.1%} of it."]
     write_results(f"generate-{args.shape}" if args.shape else "generate", rows, table,
                   f"python benchmarks/bench_generate.py --examples {args.examples} --new-tokens {args.new_tokens} "
                   f"--batch-sizes {' '.join(map(str, args.batch_sizes))} --dtype {args.dtype}"

@@ -18,12 +18,13 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from common import CACHE, ROOT, SHAPES, gpu_peaks, mfu, random_model, write_results
+from common import CACHE, ROOT, SHAPES, gpu_peaks, machine_limits, mfu, random_model, write_results
 
 VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage's trainer
     "plain SFTTrainer (defaults)": [],
     "lifecycle offline recipe": [],
     "lifecycle offline recipe, fp32": ["finetune.training.bf16=false"],
+    "lifecycle offline recipe, bf16 base weights": ["models.dtype=bfloat16"],  # LoRA adapters stay fp32 (PEFT)
     "lifecycle offline recipe + packing": ["finetune.training.packing=true"],
 }
 
@@ -50,7 +51,8 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
         train = splits["train"].map(lambda r: training_example(tokenizer, TEMPLATES["summarize"], r["dialogue"], r["summary"]),
                                     remove_columns=splits["train"].column_names)
         trainer = SFTTrainer(model=path, train_dataset=train, processing_class=tokenizer,
-                             peft_config=LoraConfig(task_type="CAUSAL_LM", **training.LORA),
+                             # the LoRA of most recipes (and of this project before): dropout 0.05
+                             peft_config=LoraConfig(task_type="CAUSAL_LM", **{**training.LORA, "lora_dropout": 0.05}),
                              args=SFTConfig(output_dir=str(out), use_cpu=True, max_steps=steps, report_to="none",
                                             include_num_input_tokens_seen="non_padding"))
     else:
@@ -62,11 +64,10 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
     seconds = result.metrics["train_runtime"]
     args = trainer.args
     tokens_per_s = trainer.state.num_input_tokens_seen / seconds
-    peaks = gpu_peaks()
     params = sum(p.numel() for p in trainer.model.parameters())
     return {"variant": variant, "steps": trainer.state.global_step, "tokens": int(trainer.state.num_input_tokens_seen),
             "seconds": round(seconds, 1), "tokens_per_s": round(tokens_per_s, 1),
-            "mfu": round(mfu(params, tokens_per_s, peaks[0]), 4) if peaks else None,
+            "parameters": params,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "settings": {"batch_size": args.per_device_train_batch_size, "bf16": args.bf16,
                          "packing": getattr(args, "packing", None), "max_length": getattr(args, "max_length", None)}}
@@ -90,13 +91,19 @@ def main() -> None:
         rows.append(json.loads(done.stdout.split("RESULT ", 1)[1]))
         print(rows[-1], flush=True)
     base = rows[0]["tokens_per_s"]
+    limits = machine_limits("cuda" if gpu_peaks() else "cpu")  # after the runs, on the same idle machine
+    peak = limits.get("datasheet_bf16_flops", limits["matmul_bfloat16_flops"])
     for row in rows:
         row["speedup_vs_plain"] = round(row["tokens_per_s"] / base, 2)
-    table = ["| variant | steps | tokens | seconds | tokens/s | speed-up | MFU (4·N, GPU) | peak RSS MiB | batch | bf16 | "
+        row["mfu"], row["machine_limits"] = round(mfu(row["parameters"], row["tokens_per_s"], peak), 4), limits
+    table = ["| variant | steps | tokens | seconds | tokens/s | speed-up | MFU (4·N) | peak RSS MiB | batch | bf16 | "
              "packing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     table += [f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['seconds']} | {r['tokens_per_s']} | "
-              f"{r['speedup_vs_plain']}x | {'-' if r['mfu'] is None else format(r['mfu'], '.1%')} | {r['peak_rss_mb']:,} | "
+              f"{r['speedup_vs_plain']}x | {r['mfu']:.1%} | {r['peak_rss_mb']:,} | "
               f"{r['settings']['batch_size']} | {r['settings']['bf16']} | {r['settings']['packing']} |" for r in rows]
+    table += ["", f"Machine limits measured in this run: dense matmul {limits['matmul_bfloat16_flops'] / 1e12:.2f} TFLOP/s "
+              f"in bf16, {limits['matmul_float32_flops'] / 1e12:.2f} in fp32; MFU is 4·N·tokens/s over "
+              + ("the GPU's datasheet bf16 peak." if "datasheet_bf16_flops" in limits else "the measured bf16 rate.")]
     which = f"--shape {args.shape}" if args.shape else f"--model {args.model}"
     what = f"randomly initialised {args.shape}-shaped model (bf16 weights)" if args.shape else args.model
     write_results(f"train-{args.shape}" if args.shape else "train", rows, table,

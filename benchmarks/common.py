@@ -30,6 +30,37 @@ def gpu_peaks(name: str | None = None) -> tuple[float, float] | None:
     return next((peaks for key, peaks in GPU_PEAKS.items() if key in name), None)
 
 
+def machine_limits(device: str = "cpu", seconds: float = 1.0) -> dict:
+    """This machine's limits, measured in the same run as the figures they bound: dense matmul FLOP/s in
+    fp32 and bf16 (2048x2048 @ 2048x2048, the best of repeated calls for `seconds` each) and memory
+    bandwidth in bytes/s (a 512 MiB copy: read + write, the best of 5). On a GPU, its datasheet peaks too."""
+    import time
+
+    import torch
+
+    def timed(fn, budget):
+        fn()  # warm-up
+        best, began = float("inf"), time.perf_counter()
+        while time.perf_counter() - began < budget:
+            start = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    limits = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(2048, 2048, dtype=dtype, device=device)
+        limits[f"matmul_{str(dtype).removeprefix('torch.')}_flops"] = 2 * 2048**3 / timed(lambda: a @ a, seconds)
+    src = torch.empty(128 * 2**20, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    limits["bandwidth_bytes_per_s"] = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src), seconds)
+    if peaks := gpu_peaks() if device.startswith("cuda") else None:
+        limits["datasheet_bf16_flops"], limits["datasheet_bandwidth_bytes_per_s"] = peaks
+    return {k: round(v) for k, v in limits.items()}
+
+
 def mfu(params: int, tokens_per_s: float, peak_flops: float, full: bool = False) -> float:
     """Model FLOPs utilisation: 6·N FLOPs per trained token for full training, 4·N for LoRA (no weight gradients)."""
     return (6 if full else 4) * params * tokens_per_s / peak_flops

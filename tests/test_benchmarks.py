@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from common import GPU_PEAKS, gpu_peaks, mfu, shape_config  # noqa: E402
+from common import GPU_PEAKS, gpu_peaks, machine_limits, mfu, shape_config  # noqa: E402
 
 
 def test_lora_mfu_matches_the_quoted_h100_figure():
@@ -34,3 +34,9 @@ def test_random_shapes_have_the_named_models_parameter_counts(shape, params):
     with torch.device("meta"):  # shapes only, no memory
         model = AutoModelForCausalLM.from_config(shape_config(shape))
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.002)
+
+
+def test_machine_limits_are_measured_on_this_machine():
+    limits = machine_limits("cpu", seconds=0.05)
+    assert set(limits) == {"matmul_float32_flops", "matmul_bfloat16_flops", "bandwidth_bytes_per_s"}
+    assert all(v > 1e8 for v in limits.values())  # even an emulated bf16 matmul does 0.1 GFLOP/s
