@@ -1,4 +1,4 @@
-"""Command line: `python -m lifecycle <stage|all|status|report|options|rate|serve> --config FILE [key=value ...]`.
+"""Command line: `python -m lifecycle <stage|all|status|report|options|rate|serve|publish> --config FILE [key=value ...]`.
 
 The one entry point: the `lifecycle` console script, `python -m lifecycle` and `accelerate launch -m
 lifecycle` come here, and `python -m lifecycle.<stage>` hands itself over to it. The stages are
@@ -29,11 +29,12 @@ def parser() -> argparse.ArgumentParser:
         "Stages: " + " -> ".join(registry.NAMES) + ".",
         epilog="Overrides: any option as section.key=value, e.g. `scope.criteria.min_rougeL=0.3 data.limit.train=32`. "
         "`python -m lifecycle options` lists them all.")
-    p.add_argument("command", choices=[*registry.NAMES, "all", "status", "report", "options", "rate", "serve"],
+    p.add_argument("command", choices=[*registry.NAMES, "all", "status", "report", "options", "rate", "serve", "publish"],
                    help="a stage, `all` stages in order, `status` of the run's stages, `report` to write the run "
                    "report (report.md and a self-contained report.html in the run folder), `options` to list every "
-                   "option, `rate export|import` for blinded human ratings (`python -m lifecycle rate --help`), or `serve` "
-                   "the deployable model with an OpenAI-compatible API (`python -m lifecycle serve --help`)")
+                   "option, `rate export|import` for blinded human ratings (`python -m lifecycle rate --help`), `serve` "
+                   "the deployable model with an OpenAI-compatible API (`python -m lifecycle serve --help`), or "
+                   "`publish` it to the Hugging Face Hub with its model card (`python -m lifecycle publish --help`)")
     p.add_argument("--config", help="YAML config, e.g. configs/offline.yaml (required except for `options`)")
     p.add_argument("--force", action="store_true", help="run the stage(s) even when up to date")
     p.add_argument("--until", choices=registry.NAMES, help="with `all`: stop after this stage")
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         from lifecycle import serve
 
         return serve.main(argv[1:])
+    if argv[:1] == ["publish"]:  # a push to the Hub with options of its own: lifecycle/publish.py
+        from lifecycle import publish
+
+        return publish.main(argv[1:])
     args = parser().parse_intermixed_args(argv)  # overrides may follow --config
     quiet.setup(args.verbose)  # before the libraries load, so their import-time notes are filtered too
     try:

@@ -124,8 +124,8 @@ def build_trainer(cfg, selection: artifacts.Selection, template: str, splits, to
 def _training_args(cfg, run: StageRun, cls):
     """The library's own arguments object: what the run decides, then the YAML's `training` options, which win."""
     allowed = {f.name for f in dataclasses.fields(cls)}
-    return cls(**training.arguments(cfg, run), include_num_input_tokens_seen="non_padding",
-               **{k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed})
+    return cls(**{**training.arguments(cfg, run), "include_num_input_tokens_seen": "non_padding",
+                  **{k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed}})
 
 
 def _sft_trainer(cfg, selection, template, splits, tokenizer, run):

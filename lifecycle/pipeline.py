@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from lifecycle import stages
-from lifecycle.core import fingerprints
+from lifecycle.core import fingerprints, tracking
 from lifecycle.core.artifacts import StageResult, StageRun, produced
 from lifecycle.core.config import fingerprint, to_dict
 from lifecycle.core.errors import StageError, one_line
@@ -227,6 +227,7 @@ def _finish(run: Run, stage: str, manifest: dict, main: bool, summary: str) -> d
                   + (f"\n{summary}" if summary else ""))
         else:
             print(summary)
+        tracking.log_stage(run, stage, manifest)  # run.report_to: its headline metrics, config and lineage
     wait_for_everyone()  # no process moves on before the books are kept
     return run.manifest(stage)
 

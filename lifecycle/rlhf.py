@@ -218,14 +218,14 @@ def build_trainer(cfg, policy: str, prompt: artifacts.Prompt, train, tokenizer, 
     if cfg.rlhf.algorithm == "dpo":
         pairs = _preference_pairs(cfg, policy, prompt, train, tokenizer, device, run)
         model = models.load_model(policy, device, cfg.models.dtype, training=True).train()
-        return DPOTrainer(model=model, args=DPOConfig(**common, **cfg.rlhf.preference), peft_config=peft_config,
+        return DPOTrainer(model=model, args=DPOConfig(**{**common, **cfg.rlhf.preference}), peft_config=peft_config,
                           train_dataset=Dataset.from_list(pairs["rows"]), processing_class=tokenizer), pairs["summary"]
     dialogues, references, _ = _training_prompts(cfg, train)
     dataset = Dataset.from_dict({"prompt": [prompts.training_example(tokenizer, prompt.template, d, r)["prompt"]
                                             for d, r in zip(dialogues, references)], "reference": references})
     funcs, weights = rewards(load_scorer(cfg.rlhf.reward), cfg.rlhf.weights, cfg.rlhf.reward_output)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if cfg.rlhf.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
-    args = config_cls(**common, reward_weights=weights, **cfg.rlhf.training)
+    args = config_cls(**{**common, **cfg.rlhf.training}, reward_weights=weights)
     model = models.load_model(policy, device, cfg.models.dtype, training=True).train()
     return trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
                        peft_config=peft_config), None

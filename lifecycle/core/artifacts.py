@@ -80,8 +80,24 @@ class Deployable:
     pipeline_check: dict | None = None  # its fresh-process `pipeline()` run, when quantize.check_pipeline
 
 
+@dataclass
+class Evaluation:
+    """evaluate's result (written by the stage itself): every system's scores with 95% CIs, paired tests against
+    the base model and criteria on the test split (`systems`), the same per extra set (`sets`), and what it left out."""
+
+    test_examples: int
+    prompt: dict
+    systems: dict  # system (base, finetune, rlhf) -> {scores: {metric: {value, low, high}}, vs_base, criteria, model, ...}
+    sets: dict  # extra set -> {examples, source, systems}
+    skipped_sets: dict
+    skipped: dict
+    forgetting: dict | None
+    lm_eval: dict | None
+    judge: dict | None
+
+
 FILES = {Scope: "scope.json", Selection: "selection.json", Prompt: "best.json", TrainedModel: "prompt.json",
-         Deployable: "deployable.json"}
+         Deployable: "deployable.json", Evaluation: "evaluation.json"}
 MODEL_DIR = "model"  # beside a TrainedModel's prompt.json
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from lifecycle.core import library_options, models
+from lifecycle.core import library_options, models, tracking
 from lifecycle.core.errors import ConfigError, ModelError
 from lifecycle.core.toxicity import SCORERS, ScorerConfig
 
@@ -28,6 +28,7 @@ def check(cfg, stages) -> None:
     """Raise a LifecycleError for the first reference that the given stages would trip on."""
     stages = set(stages)
     _run_root(cfg.run.root)
+    tracking.check(cfg.run.report_to)  # `mlflow` named but not installed: now, not when the first trainer starts
     for ref in cfg.models.candidates:
         if ref not in models.PACKAGED:
             models.resolve(ref)  # a missing local folder or a malformed name; no download

@@ -29,6 +29,7 @@ from lifecycle.core.config import option, require
 from lifecycle.core.errors import LifecycleError
 
 MANIFEST = "manifest.json"
+TRACKERS = ("tensorboard", "trackio", "mlflow", "wandb")
 
 
 @dataclass
@@ -36,11 +37,22 @@ class RunConfig:
     name: str = option("offline-default", help="Name of the run; its artifacts go to `<root>/<name>/`.")
     root: str = option("runs", help="Folder that holds the run directories.")
     seed: int = option(42, help="Seed for sampling, shuffling and training, so a run can be repeated.")
+    # Here, not in a stage's section: trackers change where numbers are logged, never what a stage produces,
+    # so switching them makes no stage stale (a stage's identity reads only the seed of this section).
+    report_to: list[str] | str = option(["tensorboard"], help="Experiment trackers, one or several of tensorboard, "
+                                        "trackio, mlflow, wandb (or none): the trainers' curves and every stage's "
+                                        "headline metrics, config and lineage, one tracker run per run "
+                                        "(lifecycle/core/tracking.py says where each one logs).")
 
     def __post_init__(self):
         require(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name", self.name,
                 "a plain folder name without `/` and not starting with `.`")
         require(self.seed >= 0, "seed", self.seed, "a non-negative whole number")
+        trackers = [self.report_to] if isinstance(self.report_to, str) else list(dict.fromkeys(self.report_to))
+        require(all(t in (*TRACKERS, "none") for t in trackers) and ("none" not in trackers or trackers == ["none"]),
+                "report_to", self.report_to, f"a list of trackers from {', '.join(TRACKERS)}, e.g. [tensorboard, "
+                "mlflow], or `none` alone for no tracker")
+        self.report_to = [t for t in trackers if t != "none"]
 
 
 def sha256_file(path: Path) -> str:
@@ -99,6 +111,7 @@ class Run:
     """One run directory. Knows where each stage's artifacts and manifest are."""
 
     def __init__(self, cfg: RunConfig):
+        self.config = cfg
         self.root = Path(cfg.root) / cfg.name
 
     def dir(self, stage: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from lifecycle.core import artifacts, models
+from lifecycle.core import artifacts, models, tracking
 from lifecycle.core.artifacts import StageRun
 from lifecycle.core.processes import is_main_process
 from lifecycle.core.store import last_checkpoint, write_json
@@ -18,11 +18,11 @@ CHECKPOINTS = "checkpoints"  # resume points in the working folder; removed once
 
 
 def arguments(cfg, run: StageRun) -> dict:
-    """The trainer arguments the run decides (paths, seed, device, dtype); the stage adds the YAML's
-    options, which win."""
+    """The trainer arguments the run decides (paths, seed, device, dtype, the trackers of run.report_to);
+    the stage adds the YAML's options, which win."""
     device = models.pick_device(cfg.models.device)
-    return {"output_dir": str(run.out / CHECKPOINTS), "report_to": ["tensorboard"], "seed": cfg.run.seed,
-            "use_cpu": device == "cpu", "bf16": models.train_in_bf16(cfg.models.dtype, device)}
+    return {"output_dir": str(run.out / CHECKPOINTS), "seed": cfg.run.seed, "use_cpu": device == "cpu",
+            "bf16": models.train_in_bf16(cfg.models.dtype, device), **tracking.trainer_arguments(cfg, run)}
 
 
 def resume_point(run: StageRun) -> str | None:
@@ -36,9 +36,10 @@ def resume_point(run: StageRun) -> str | None:
 def finish(trainer, run: StageRun, tokenizer, base: str, prompt: artifacts.Prompt, adapter: bool, dtype: str):
     """Save what was trained and what downstream stages load: on every process the trainer's own save
     (which gathers sharded weights under FSDP or ZeRO-3); on the main process `model/` with the adapter
-    merged into `base` (a plain `from_pretrained` folder), the tokenizer, the prompt it was trained for,
-    the log history and the TensorBoard files. The checkpoints go. The log history on the main process,
-    None on the others."""
+    merged into `base` (a plain `from_pretrained` folder), the tokenizer, the prompt it was trained for and
+    the log history (the trainer wrote its TensorBoard files to `logs/` itself). The checkpoints go. The log
+    history on the main process, None on the others."""
+    tracking.restore_environment()
     trainer.save_model(str(run.out / ("adapter" if adapter else "model")))
     if not is_main_process():
         return None
@@ -49,8 +50,5 @@ def finish(trainer, run: StageRun, tokenizer, base: str, prompt: artifacts.Promp
     artifacts.write(run.out, artifacts.TrainedModel(prompt))
     history = trainer.state.log_history
     write_json(run.out / "train_log.json", history)
-    checkpoints = run.out / CHECKPOINTS
-    if (checkpoints / "runs").is_dir():  # TensorBoard event files, one folder per (resumed) attempt
-        shutil.move(checkpoints / "runs", run.out / "logs")
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
     return history
