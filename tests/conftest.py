@@ -18,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Packaged models import into a folder of this session (models.cache_root), never the user's ~/.cache;
 # child processes (the fresh-process check, the notebooks' kernels) inherit it.
 os.environ["LIFECYCLE_CACHE"] = tempfile.mkdtemp(prefix="lifecycle-test-cache-")
+# trackio's local store too (read when trackio is imported), never ~/.cache/huggingface/trackio
+os.environ["TRACKIO_DIR"] = os.path.join(os.environ["LIFECYCLE_CACHE"], "trackio")
 
 from lifecycle.cli import main as cli_main
 

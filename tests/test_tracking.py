@@ -128,7 +128,6 @@ def test_stage_metrics_config_and_lineage_in_tensorboard_and_mlflow(tmp_path, ml
 
 
 def test_stage_metrics_in_trackio(tmp_path, monkeypatch):
-    pytest.importorskip("trackio")
     from trackio.sqlite_storage import SQLiteStorage
 
     monkeypatch.setenv("TRACKIO_PROJECT", f"lifecycle-test-{tmp_path.name}")
