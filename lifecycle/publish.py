@@ -90,7 +90,7 @@ def card(run: Run, decision: Deployable, evaluation: Evaluation, scope: Scope, s
             "|---|---|---|---|", *(f"| {s} | {e['finished_at']} | `{e['manifest_sha256']}` | `{e['config_hash'][:16]}` |"
                                    for s, e in stages.items()), "",
             "## The variant", "", f"`hf download {repo_id} --local-dir {repo_id}` fetches this repository; the paths "
-            "below are that folder.", "", _variant_text(variant.text, decision.path, repo_id)]
+            "below are that folder.", "", _variant_text(variant.text, decision.path, repo_id, run.root)]
     return ModelCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(text))
 
 
@@ -157,10 +157,12 @@ def _evaluation_table(evaluation: Evaluation, source: str, split: str) -> list[s
             *(f"| {m} | " + " | ".join(show(s["scores"].get(m)) for s in systems.values()) + " |" for m in metrics), ""]
 
 
-def _variant_text(text: str, path: str, repo_id: str) -> str:
-    """The variant card from its measurements on (its title and short lineage are above), at the repository's paths."""
+def _variant_text(text: str, path: str, repo_id: str, run_root: Path) -> str:
+    """The variant card from its measurements on (its title and short lineage are above), at the repository's paths;
+    lines about the local run itself (how to serve it from its config) mean nothing on the Hub and go."""
     start = text.find("## Measured")
-    return (text[start:] if start >= 0 else text).replace(str(path), repo_id)
+    lines = (text[start:] if start >= 0 else text).replace(str(path), repo_id).splitlines()
+    return "\n".join(line for line in lines if str(run_root) not in line)
 
 
 def _hub_id(ref: str | None) -> str | None:
