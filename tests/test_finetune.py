@@ -59,6 +59,32 @@ def test_packed_sequences_do_not_attend_across_boundaries(tiny_causal):
     torch.testing.assert_close(packed[5:], separate[1], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("device, packing", [("cpu", False), ("cuda", True)])
+def test_batching_follows_the_hardware_unless_the_config_says(device, packing, tmp_path, monkeypatch, capsys):
+    from trl import SFTConfig
+
+    from lifecycle import finetune
+    from lifecycle.core.artifacts import StageRun
+    from lifecycle.core.store import Run
+
+    monkeypatch.setattr(models, "pick_device", lambda setting="auto": device)
+    monkeypatch.setattr(models, "train_in_bf16", lambda dtype, device: False)  # no CUDA query on this machine
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("run: {name: r, root: %s}\nfinetune:\n  training: {max_steps: 2}\n" % tmp_path)
+    cfg = load(str(yaml))
+    run = StageRun(Run(cfg.run), "finetune", tmp_path / "work", inputs={})
+    args = finetune._training_args(cfg, run, SFTConfig)
+    assert args.packing is packing and args.use_cpu is (device == "cpu")
+    assert (args.train_sampling_strategy == "group_by_length") is not packing
+    recipe = capsys.readouterr().out
+    assert f"packing={packing} (hardware)" in recipe and "max_steps=2 (config)" in recipe and "LoRA r=16" in recipe
+
+    cfg = load(str(yaml), ["finetune.training.packing=false", "finetune.training.train_sampling_strategy=random"])
+    args = finetune._training_args(cfg, run, SFTConfig)  # the YAML wins over the hardware's choice
+    assert args.packing is False and args.train_sampling_strategy == "random"
+    assert "packing=False (config)" in capsys.readouterr().out
+
+
 def test_finetune_artifacts_adapter_round_trip_and_lora_only_updates(finetuned, tiny_causal):
     from peft import PeftModel
 

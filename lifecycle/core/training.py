@@ -25,6 +25,22 @@ def arguments(cfg, run: StageRun) -> dict:
             "bf16": models.train_in_bf16(cfg.models.dtype, device), **tracking.trainer_arguments(cfg, run)}
 
 
+RECIPE = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+          "lr_scheduler_type", "bf16", "packing", "train_sampling_strategy", "max_length", "activation_checkpointing")
+
+
+def print_recipe(stage: str, args, lora: dict | None, source: dict) -> None:
+    """One line of the settings that decide a training run's cost and result, as the trainer will use them, each
+    marked with where it came from when that is not the library's default (`config`, `hardware`)."""
+    def shown(key):
+        mark = f" ({source[key]})" if key in source else ""
+        return f"{key}={getattr(args, key)}{mark}"
+
+    keys = [k for k in RECIPE if hasattr(args, k) and not (k == "max_steps" and args.max_steps <= 0)]
+    adapter = f"LoRA r={lora['r']} alpha={lora.get('lora_alpha')} dropout={lora.get('lora_dropout')}, " if lora else ""
+    print(f"[{stage}] recipe: {adapter}" + ", ".join(shown(k) for k in keys))
+
+
 def resume_point(run: StageRun) -> str | None:
     """The last complete checkpoint a killed attempt of this stage left, if any."""
     resume = last_checkpoint(run.out / CHECKPOINTS)
