@@ -45,13 +45,13 @@ def measure(variant: str, steps: int, overrides: list[str]) -> dict:
 
     profiling.ProfilingContext._log_metrics = record
     cfg = load(str(ROOT / "configs" / "offline.yaml"), ["rlhf.algorithm=grpo", f"rlhf.training.max_steps={steps}", "rlhf.training.save_steps=1000",
-                                                        "rlhf.training.per_device_train_batch_size=8", *overrides])
+                                                        "rlhf.training.per_device_train_batch_size=8", "run.report_to=none", *overrides])
     sft = ROOT / "runs" / "offline-default" / "finetune" / "model"
     policy = str(sft) if sft.is_dir() else models.resolve(cfg.models.candidates[0])
     tokenizer = models.load_tokenizer(policy)
     train = data.load(cfg.data, cfg.run.seed)["train"]
     trainer, _ = rlhf.build_trainer(cfg, policy, Prompt(TEMPLATES["summarize"], {}), train, tokenizer,
-                                    SimpleNamespace(out=Path(tempfile.mkdtemp())))
+                                    SimpleNamespace(out=Path(tempfile.mkdtemp()), stage="rlhf"))
     runtime = trainer.train().metrics["train_runtime"]
     generate_s = seconds["transformers.generate"]
     reward_s = sum(v for k, v in seconds.items() if k in {"non_toxicity", "faithfulness", "length"})

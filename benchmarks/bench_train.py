@@ -24,6 +24,7 @@ VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage
     "plain SFTTrainer (defaults)": [],
     "lifecycle offline recipe": [],
     "lifecycle offline recipe, fp32": ["finetune.training.bf16=false"],
+    "lifecycle offline recipe + activation checkpointing": ["finetune.training.activation_checkpointing=true"],
     "lifecycle offline recipe, bf16 base weights": ["models.dtype=bfloat16"],  # LoRA adapters stay fp32 (PEFT)
     "lifecycle offline recipe + packing": ["finetune.training.packing=true"],
 }
@@ -38,7 +39,7 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
     from lifecycle.core.prompts import TEMPLATES
 
     cfg = load(str(ROOT / "configs" / "offline.yaml"), [f"finetune.training.max_steps={steps}", f"models.candidates=[{model}]",
-                                                        "finetune.training.eval_strategy=no", *overrides])
+                                                        "finetune.training.eval_strategy=no", "run.report_to=none", *overrides])
     path = models.resolve(cfg.models.candidates[0])
     tokenizer = models.load_tokenizer(path)
     splits = data.load(cfg.data, cfg.run.seed)
@@ -59,7 +60,7 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
         selection = Selection(selected=path, path=path, seq2seq=False, context_length=0, reason="", template="",
                               candidates=[])
         trainer = finetune.build_trainer(cfg, selection, TEMPLATES["summarize"], splits, tokenizer,
-                                         SimpleNamespace(out=out))
+                                         SimpleNamespace(out=out, stage="finetune"))
     result = trainer.train()
     seconds = result.metrics["train_runtime"]
     args = trainer.args

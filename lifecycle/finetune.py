@@ -33,9 +33,12 @@ TRAINING = {"num_train_epochs": 2, "learning_rate": 2e-4, "per_device_train_batc
             "gradient_accumulation_steps": 1, "lr_scheduler_type": "cosine", "warmup_steps": 5,
             "logging_steps": 5, "eval_strategy": "epoch", "save_steps": 20, "save_total_limit": 2,
             "max_length": 1024}
-# What the hardware decides unless `training` says otherwise (`_batching`).
-PACKED = {"packing": True}  # a CUDA GPU: TRL's padding-free packing, no compute spent on padding
-GROUPED = {"packing": False, "train_sampling_strategy": "group_by_length"}  # CPU/MPS: little padding, no packed mask
+# What the hardware decides unless `training` says otherwise (`_by_hardware`).
+GPU = {"packing": True}  # TRL's padding-free packing, no compute spent on padding; TRL's activation checkpointing
+# CPU/MPS: batches of similar lengths (little padding, no packed mask), and activations kept: recomputing them in
+# the backward pass costs a third more compute, the resource a CPU lacks, to save memory it usually has
+CPU = {"packing": False, "train_sampling_strategy": "group_by_length", "activation_checkpointing": False}
+ALIASES = {"activation_checkpointing": "gradient_checkpointing"}  # transformers' old name, which a config may use
 
 
 @dataclass
@@ -100,8 +103,11 @@ def run(cfg, run: StageRun) -> StageResult:
     trainer = build_trainer(cfg, selection, best.template, splits, tokenizer, run)
     result = trainer.train(resume_from_checkpoint=training.resume_point(run))
     trainable, total = _parameter_counts(trainer.model)
-    # the prompt this model was trained for (zero-shot: the instruction and decoding, no few-shot turns)
-    prompt = artifacts.Prompt(template=best.template, generation=best.generation)
+    # the prompt this model was trained for: the instruction and decoding, no few-shot turns, and scope's length
+    # budget: a shorter cap the sweep chose to cut the base model's rambling would truncate a model trained to
+    # write reference-length summaries and stop
+    prompt = artifacts.Prompt(template=best.template, generation={**best.generation,
+                                                                  "max_new_tokens": cfg.scope.max_new_tokens})
     history = training.finish(trainer, run, tokenizer, selection.path, prompt, cfg.finetune.method != "full",
                               cfg.models.dtype)
     if history is None:
@@ -128,25 +134,27 @@ def _training_args(cfg, run: StageRun, cls):
     """The library's own arguments object: what the run and the hardware decide, then the YAML's `training`
     options, which win. The recipe in use is printed, each setting with where it came from."""
     allowed = {f.name for f in dataclasses.fields(cls)}
-    ours, hardware = training.arguments(cfg, run), _batching(models.pick_device(cfg.models.device))
     options = {k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed}
-    args = cls(**{**ours, **{k: v for k, v in hardware.items() if k in allowed},
-                  "include_num_input_tokens_seen": "non_padding", **options})
+    hardware = {k: v for k, v in _by_hardware(models.pick_device(cfg.models.device)).items()
+                if k in allowed and ALIASES.get(k) not in options}
+    args = cls(**{**training.arguments(cfg, run), **hardware, "include_num_input_tokens_seen": "non_padding", **options})
     training.print_recipe(run.stage, args, cfg.finetune.lora if cfg.finetune.method != "full" else None,
                           {**dict.fromkeys(hardware, "hardware"), "bf16": "hardware" if cfg.models.dtype == "auto" else "models.dtype",
                            **dict.fromkeys(options, "config")})
     return args
 
 
-def _batching(device: str) -> dict:
+def _by_hardware(device: str) -> dict:
     """Pack on a CUDA GPU, where padding-free attention makes packed batches cheaper; elsewhere batches of
     similar lengths: on a CPU, SDPA under a packed block-diagonal mask takes its slow path (docs/benchmarks.md:
     0.65x the unpacked recipe's tokens/s)."""
-    return PACKED if device.startswith("cuda") else GROUPED
+    return GPU if device.startswith("cuda") else CPU
 
 
 def _sft_trainer(cfg, selection, template, splits, tokenizer, run):
     from trl import SFTConfig, SFTTrainer
+
+    training.score_labelled_positions_only()
 
     def examples(ds):  # one per row, or per assistant turn of a chat row (loss on assistant tokens only)
         return ds.map(lambda rows: prompts.training_batch(tokenizer, template, rows[cfg.data.input_column],

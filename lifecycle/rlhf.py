@@ -212,6 +212,7 @@ def build_trainer(cfg, policy: str, prompt: artifacts.Prompt, train, tokenizer, 
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+    training.score_labelled_positions_only()
     device = models.pick_device(cfg.models.device)
     common = training.arguments(cfg, run)
     peft_config = LoraConfig(task_type="CAUSAL_LM", **cfg.rlhf.lora)

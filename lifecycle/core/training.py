@@ -41,6 +41,25 @@ def print_recipe(stage: str, args, lora: dict | None, source: dict) -> None:
     print(f"[{stage}] recipe: {adapter}" + ", ".join(shown(k) for k in keys))
 
 
+def score_labelled_positions_only() -> None:
+    """Make TRL's fused LM head (SFT, DPO, GRPO) project only the positions that carry a label on a CPU too.
+    TRL does so on Triton devices and scores every position elsewhere, for the fixed tile shapes a compiler
+    such as Neuron's needs; a CPU runs eagerly, where the prompt positions (~80% of a dialogue-summary batch)
+    are thrown-away vocabulary projections: half of a finetune step (docs/benchmarks.md). Same loss and
+    gradients (tests/test_training.py). A TRL without the switch is left as it is."""
+    from trl.trainer import utils
+
+    scores_every_position = getattr(utils, "_use_triton", None)
+    if scores_every_position is None or getattr(scores_every_position, "lifecycle", False):
+        return
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or scores_every_position(device)
+
+    compact.lifecycle, compact.__wrapped__ = True, scores_every_position
+    utils._use_triton = compact
+
+
 def resume_point(run: StageRun) -> str | None:
     """The last complete checkpoint a killed attempt of this stage left, if any."""
     resume = last_checkpoint(run.out / CHECKPOINTS)
