@@ -1,5 +1,7 @@
-"""Generation throughput: lifecycle's batched generation vs a per-example `generate` loop,
-same model, prompts and greedy decoding of a fixed number of new tokens.
+"""Generation throughput: lifecycle's batched generation, in the dtype the stages use (`--dtype auto`: bf16
+where the hardware computes it natively), vs the classic per-example fp32 `generate` loop; same prompts
+and greedy decoding of a fixed number of new tokens. And batch-1 decoding alone (prefill subtracted)
+against its memory-bandwidth bound: every decoded token reads every weight once.
 
     .venv/bin/python benchmarks/bench_generate.py --examples 16 --new-tokens 64      (make bench runs it)
 
@@ -23,7 +25,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="lifecycle's rows (auto: models.inference_dtype); the loop is fp32")
     args = parser.parse_args()
 
     from lifecycle.core import data, generate, models, prompts
@@ -31,37 +33,43 @@ def main() -> None:
 
     path = random_model(args.shape, CACHE / args.shape) if args.shape else models.resolve(args.model)
     what = f"randomly initialised {args.shape}-shaped model" if args.shape else args.model
-    model, tokenizer = models.load_model(path, "auto", args.dtype), models.load_tokenizer(path)
+    tokenizer = models.load_tokenizer(path)
+    baseline = models.load_model(path, "auto", "float32")
+    model = models.load_model(path, "auto", args.dtype)
+    dtype = str(model.dtype).removeprefix("torch.")
     val = data.load(build(data.DataConfig, {}))["validation"].select(range(args.examples))
     texts, _ = prompts.format_prompts(tokenizer, prompts.TEMPLATES["summarize"], list(val["dialogue"]))
     config = generate.generation_config({"do_sample": False, "min_new_tokens": args.new_tokens}, "bench",
                                         args.new_tokens)
-    generate.generate(model, tokenizer, texts[:2], config, batch_size=2)  # warm-up: first calls pay one-off costs
+    for m in (baseline, model):  # warm-up: first calls pay one-off costs
+        generate.generate(m, tokenizer, texts[:2], config, batch_size=2)
 
-    rows = [loop(model, tokenizer, texts, config, prompts)]
+    rows = [loop(baseline, tokenizer, texts, config, prompts)]
     for batch_size in args.batch_sizes:
         began = time.perf_counter()
         out = generate.generate(model, tokenizer, texts, config, batch_size=batch_size)
         seconds = time.perf_counter() - began
-        rows.append(row(f"lifecycle batched (batch {batch_size})", sum(g.new_tokens for g in out), seconds))
+        rows.append(row(f"lifecycle batched ({dtype}, batch {batch_size})", sum(g.new_tokens for g in out), seconds))
     for r in rows:
         r["speedup_vs_loop"] = round(r["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
+    limits = machine_limits(str(model.device))
+    decode = [decode_only(m, tokenizer, texts[:4], args.new_tokens, prompts, limits) for m in (baseline, model)]
     table = ["| method | new tokens | seconds | tokens/s | speed-up |", "|---|---|---|---|---|"]
     table += [f"| {r['method']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']}x |" for r in rows]
-    # At batch 1 every decoded token reads every weight once: the measured copy bandwidth over the weights'
-    # bytes bounds the per-example loop (which also pays its prompt's prefill).
-    limits = machine_limits(str(model.device))
-    bound = limits["bandwidth_bytes_per_s"] / model.get_memory_footprint()
-    rows[0]["bandwidth_bound_tokens_per_s"], rows[0]["machine_limits"] = round(bound, 1), limits
-    table += ["", f"Memory bandwidth measured in this run: {limits['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, so at batch 1 "
-              f"the bound is {bound:,.0f} tokens/s for {model.get_memory_footprint() / 2**20:,.0f} MiB of weights; the "
-              f"per-example loop reaches {rows[0]['tokens_per_s'] / bound:.1%} of it."]
+    table += ["", f"Batch-1 decoding alone (the time of {args.new_tokens} new tokens minus that of 1, i.e. without the "
+              f"prefill; greedy, {len(texts[:4])} prompts). Every decoded token reads every weight once, so the copy "
+              f"bandwidth measured in this run, {limits['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, over the weights' "
+              "bytes bounds it:", "", "| dtype | weights MiB | ms/token | tokens/s | bound tokens/s | share of the bound |",
+              "|---|---|---|---|---|---|"]
+    table += [f"| {d['dtype']} | {d['weights_mib']:,.0f} | {d['ms_per_token']} | {d['tokens_per_s']} | "
+              f"{d['bound_tokens_per_s']:,.0f} | {d['share_of_bound']:.0%} |" for d in decode]
+    rows.append({"method": "batch-1 decode", "decode": decode, "machine_limits": limits})
     write_results(f"generate-{args.shape}" if args.shape else "generate", rows, table,
                   f"python benchmarks/bench_generate.py --examples {args.examples} --new-tokens {args.new_tokens} "
                   f"--batch-sizes {' '.join(map(str, args.batch_sizes))} --dtype {args.dtype}"
                   + (f" --shape {args.shape}" if args.shape else ""),
-                  f"{what} ({args.dtype}, device {model.device}), {args.examples} demo validation dialogues, "
-                  f"`summarize` template with the chat template, greedy, exactly {args.new_tokens} new tokens each")
+                  f"{what} (loop float32, lifecycle {dtype}, device {model.device}), {args.examples} demo validation "
+                  f"dialogues, `summarize` template with the chat template, greedy, exactly {args.new_tokens} new tokens each")
 
 
 def loop(model, tokenizer, texts, config, prompts) -> dict:
@@ -74,6 +82,25 @@ def loop(model, tokenizer, texts, config, prompts) -> dict:
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id)
             tokens += out.shape[1] - enc["input_ids"].shape[1]
     return row("per-example generate loop", tokens, time.perf_counter() - began)
+
+
+def decode_only(model, tokenizer, texts, new_tokens: int, prompts, limits: dict) -> dict:
+    """Batch-1 decode rate without the prefill: (n - 1) tokens over the time of n new tokens minus that of 1."""
+    def timed(n: int) -> float:
+        began = time.perf_counter()
+        with torch.inference_mode():
+            for text in texts:
+                enc = prompts.tokenize(tokenizer, [text], return_tensors="pt").to(model.device)
+                model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                               pad_token_id=tokenizer.pad_token_id)
+        return time.perf_counter() - began
+
+    seconds = timed(new_tokens) - timed(1)
+    rate = len(texts) * (new_tokens - 1) / seconds
+    bound = limits["bandwidth_bytes_per_s"] / model.get_memory_footprint()
+    return {"dtype": str(model.dtype).removeprefix("torch."), "weights_mib": model.get_memory_footprint() / 2**20,
+            "ms_per_token": round(1000 / rate, 1), "tokens_per_s": round(rate, 1), "bound_tokens_per_s": round(bound, 1),
+            "share_of_bound": round(rate / bound, 3)}
 
 
 def row(method: str, tokens: int, seconds: float) -> dict:

@@ -50,7 +50,7 @@ def build(args) -> None:
     toxic = [t for t in tweets if t["toxic"] == 1 and len(clean_tweet(t["text"]).split()) >= 4]
     rng.shuffle(toxic)
     n = args.dev + args.heldout
-    inserted, rest = toxic[:n], toxic[n:]
+    inserted = toxic[:n]
     rows = [{"id": d["fname"], "dialogue": splice(d["dialogue"], clean_tweet(t["text"]), rng)[0], "summary": d["summary"]}
             for d, t in zip(dialogues[:n], inserted)]
     PROBE.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,9 @@ def build(args) -> None:
 
 
 def measure(args) -> None:
+    from lifecycle.core import quiet
+
+    quiet.setup()  # before the libraries load, as the CLI does
     from datasets import Dataset
 
     from lifecycle.config import load

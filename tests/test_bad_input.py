@@ -158,6 +158,16 @@ def test_quiet_by_default_and_everything_with_verbose(tmp_path):
         assert "kernels-community" not in filtered
 
 
+def test_datasets_imported_after_setup_stays_quiet():
+    """datasets sets its logger's level when imported (after the CLI's set-up): its notes, such as a map
+    function it cannot hash, must stay filtered then too."""
+    code = ("from lifecycle.core import quiet; quiet.setup(); import logging, datasets; "
+            "print(datasets.utils.logging.get_verbosity() == logging.ERROR)")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATASETS_VERBOSITY", quiet.VERBOSE_ENV)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert done.stdout.strip() == "True", done.stderr
+
+
 def test_verbose_env_var(monkeypatch):
     for value, shown in (("1", True), ("true", True), ("", False), ("0", False)):
         monkeypatch.setenv(quiet.VERBOSE_ENV, value)

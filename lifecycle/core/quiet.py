@@ -44,6 +44,8 @@ def setup(show_all: bool = False) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=THIRD_PARTY)
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # datasets sets its logger's level from this when it is imported, over the one set above
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
     if HF_LOGGING in sys.modules:
         _quiet_transformers()
     elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
