@@ -20,11 +20,13 @@ from types import SimpleNamespace
 
 from common import CACHE, ROOT, SHAPES, gpu_peaks, machine_limits, mfu, random_model, write_results
 
+EVERY_POSITION = "lifecycle offline recipe, LM head on every position"
 VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage's trainer
     "plain SFTTrainer (defaults)": [],
     "lifecycle offline recipe": [],
     "lifecycle offline recipe, fp32": ["finetune.training.bf16=false"],
     "lifecycle offline recipe + activation checkpointing": ["finetune.training.activation_checkpointing=true"],
+    EVERY_POSITION: [],  # TRL's fused LM head as it is on a CPU: the prompt positions projected too
     "lifecycle offline recipe, bf16 base weights": ["models.dtype=bfloat16"],  # LoRA adapters stay fp32 (PEFT)
     "lifecycle offline recipe + packing": ["finetune.training.packing=true"],
 }
@@ -57,6 +59,8 @@ def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
                              args=SFTConfig(output_dir=str(out), use_cpu=True, max_steps=steps, report_to="none",
                                             include_num_input_tokens_seen="non_padding"))
     else:
+        if variant == EVERY_POSITION:
+            training.score_labelled_positions_only = lambda: None
         selection = Selection(selected=path, path=path, seq2seq=False, context_length=0, reason="", template="",
                               candidates=[])
         trainer = finetune.build_trainer(cfg, selection, TEMPLATES["summarize"], splits, tokenizer,
@@ -79,6 +83,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--model", default="SmolLM2-135M-Instruct", help="model reference to train")
     parser.add_argument("--shape", choices=SHAPES, help="train a randomly initialised model of this real shape instead")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="the variants to run (the first is the baseline of the speed-ups)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
     model = random_model(args.shape, CACHE / args.shape) if args.shape else args.model
@@ -86,7 +92,7 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(args.variant, args.steps, model, VARIANTS[args.variant])))
         return
     rows = []
-    for variant in VARIANTS:
+    for variant in args.variants:
         done = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--model", model, "--variant", variant],
                               capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.split("RESULT ", 1)[1]))
@@ -108,7 +114,8 @@ def main() -> None:
     which = f"--shape {args.shape}" if args.shape else f"--model {args.model}"
     what = f"randomly initialised {args.shape}-shaped model (bf16 weights)" if args.shape else args.model
     write_results(f"train-{args.shape}" if args.shape else "train", rows, table,
-                  f"python benchmarks/bench_train.py --steps {args.steps} {which}",
+                  f"python benchmarks/bench_train.py --steps {args.steps} {which}"
+                  + ("" if args.variants == list(VARIANTS) else " --variants " + " ".join(f"'{v}'" for v in args.variants)),
                   f"{what}, demo train split, LoRA r=16 all-linear")
 
 
