@@ -9,6 +9,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from lifecycle.core import quiet
+
+quiet.setup()  # every benchmark imports this first: the libraries' notes filtered as in `python -m lifecycle`
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = Path.home() / ".cache" / "lifecycle" / "bench"  # randomly initialised models of real shapes

@@ -34,11 +34,10 @@ TRAINING = {"num_train_epochs": 2, "learning_rate": 2e-4, "per_device_train_batc
             "logging_steps": 5, "eval_strategy": "epoch", "save_steps": 20, "save_total_limit": 2,
             "max_length": 1024}
 # What the hardware decides unless `training` says otherwise (`_by_hardware`).
-GPU = {"packing": True}  # TRL's padding-free packing, no compute spent on padding; TRL's activation checkpointing
-# CPU/MPS: batches of similar lengths (little padding, no packed mask), and activations kept: recomputing them in
-# the backward pass costs a third more compute, the resource a CPU lacks, to save memory it usually has
-CPU = {"packing": False, "train_sampling_strategy": "group_by_length", "activation_checkpointing": False}
-ALIASES = {"activation_checkpointing": "gradient_checkpointing"}  # transformers' old name, which a config may use
+GPU = {"packing": True}  # TRL's padding-free packing, no compute spent on padding
+CPU = {"packing": False, "train_sampling_strategy": "group_by_length"}  # little padding, no packed mask
+# TRL's activation checkpointing stays on everywhere: on this CPU keeping the activations instead bought 6% of
+# tokens/s for 2.7x the peak memory (docs/benchmarks.md)
 
 
 @dataclass
@@ -135,8 +134,7 @@ def _training_args(cfg, run: StageRun, cls):
     options, which win. The recipe in use is printed, each setting with where it came from."""
     allowed = {f.name for f in dataclasses.fields(cls)}
     options = {k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed}
-    hardware = {k: v for k, v in _by_hardware(models.pick_device(cfg.models.device)).items()
-                if k in allowed and ALIASES.get(k) not in options}
+    hardware = {k: v for k, v in _by_hardware(models.pick_device(cfg.models.device)).items() if k in allowed}
     args = cls(**{**training.arguments(cfg, run), **hardware, "include_num_input_tokens_seen": "non_padding", **options})
     training.print_recipe(run.stage, args, cfg.finetune.lora if cfg.finetune.method != "full" else None,
                           {**dict.fromkeys(hardware, "hardware"), "bf16": "hardware" if cfg.models.dtype == "auto" else "models.dtype",

@@ -76,14 +76,12 @@ def test_batching_follows_the_hardware_unless_the_config_says(device, packing, t
     args = finetune._training_args(cfg, run, SFTConfig)
     assert args.packing is packing and args.use_cpu is (device == "cpu")
     assert (args.train_sampling_strategy == "group_by_length") is not packing
-    assert args.activation_checkpointing is packing  # TRL's default on a GPU; activations kept on a CPU
     recipe = capsys.readouterr().out
     assert f"packing={packing} (hardware)" in recipe and "max_steps=2 (config)" in recipe and "LoRA r=16" in recipe
 
-    cfg = load(str(yaml), ["finetune.training.packing=false", "finetune.training.train_sampling_strategy=random",
-                           "finetune.training.gradient_checkpointing=true"])
-    args = finetune._training_args(cfg, run, SFTConfig)  # the YAML wins over the hardware's choice, by either name
-    assert args.packing is False and args.train_sampling_strategy == "random" and args.activation_checkpointing
+    cfg = load(str(yaml), ["finetune.training.packing=false", "finetune.training.train_sampling_strategy=random"])
+    args = finetune._training_args(cfg, run, SFTConfig)  # the YAML wins over the hardware's choice
+    assert args.packing is False and args.train_sampling_strategy == "random"
     assert "packing=False (config)" in capsys.readouterr().out
 
 
