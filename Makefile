@@ -66,13 +66,14 @@ options: setup
 	$(PY) -m lifecycle options
 
 # On every core (up to 4 pytest-xdist workers), one torch thread each: the tiny models gain nothing from
-# threads, and workers x threads above the cores thrash.
+# threads, and workers x threads above the cores thrash. Tests of one `xdist_group` (the notebooks, which
+# share a run and a kernel) go to one worker.
 test: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
 # What iterating on the code needs: the suite less its whole-lifecycle runs, the notebooks and the packaged model.
 test-quick: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4 -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup -m "not slow"
 
 # CPU benchmarks against their baselines, measured in the same run -> benchmarks/results/
 bench: setup
