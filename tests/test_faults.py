@@ -63,9 +63,10 @@ def test_real_signal_mid_generation_then_the_same_command_completes(clone_run, s
     FileExistsError on every retry). tests/test_finetune.py kills training mid-way and resumes."""
     stage, marker = "select", "select.partial/predictions"
     args = [sys.executable, "-m", "lifecycle", stage, "--force", "--config", TINY,
-            f"run.root={clone_run.root.parent}", f"models.candidates=[{clone_run.causal}]", "select.sample=8",
-            "select.latency_examples=64"]  # generations still to come once the marker appears: the signal lands mid-way
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            f"run.root={clone_run.root.parent}", f"models.candidates=[{clone_run.causal}]", "select.sample=8"]
+    # SIGINT as a terminal delivers it: an ignore inherited from this worker (whatever test left it) is undone
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(clone_run.root / marker, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
