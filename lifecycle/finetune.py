@@ -36,8 +36,8 @@ TRAINING = {"num_train_epochs": 2, "learning_rate": 2e-4, "per_device_train_batc
 # What the hardware decides unless `training` says otherwise (`_by_hardware`).
 GPU = {"packing": True}  # TRL's padding-free packing, no compute spent on padding
 CPU = {"packing": False, "train_sampling_strategy": "group_by_length"}  # little padding, no packed mask
-# TRL's activation checkpointing stays on everywhere: on this CPU keeping the activations instead bought 6% of
-# tokens/s for 2.7x the peak memory (docs/benchmarks.md)
+# TRL's activation checkpointing stays on everywhere: on a 2-core CPU keeping the activations instead bought 5% of
+# tokens/s for 2.2x the peak memory (docs/benchmarks.md)
 
 
 @dataclass
@@ -136,9 +136,9 @@ def _training_args(cfg, run: StageRun, cls):
     options = {k: v for k, v in cfg.finetune.trainer_options().items() if k in allowed}
     hardware = {k: v for k, v in _by_hardware(models.pick_device(cfg.models.device)).items() if k in allowed}
     args = cls(**{**training.arguments(cfg, run), **hardware, "include_num_input_tokens_seen": "non_padding", **options})
+    bf16 = "hardware" if cfg.models.dtype == "auto" else "models.dtype"
     training.print_recipe(run.stage, args, cfg.finetune.lora if cfg.finetune.method != "full" else None,
-                          {**dict.fromkeys(hardware, "hardware"), "bf16": "hardware" if cfg.models.dtype == "auto" else "models.dtype",
-                           **dict.fromkeys(options, "config")})
+                          {**dict.fromkeys(hardware, "hardware"), "bf16": bf16, **dict.fromkeys(options, "config")})
     return args
 
 
