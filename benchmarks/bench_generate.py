@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--dtype", default="auto", help="lifecycle's rows (auto: models.inference_dtype); the loop is fp32")
     args = parser.parse_args()
+    if args.new_tokens < 16:  # the decode-only figure is the difference of two timings: too few tokens, all noise
+        parser.error("--new-tokens must be at least 16")
 
     from lifecycle.core import data, generate, models, prompts
     from lifecycle.core.config import build
@@ -74,28 +76,26 @@ def main() -> None:
 
 def loop(model, tokenizer, texts, config, prompts) -> dict:
     """The baseline: one `model.generate` call per example, as in the classic lab."""
+    tokens, seconds = one_at_a_time(model, tokenizer, texts, config.max_new_tokens, prompts)
+    return row("per-example generate loop", tokens, seconds)
+
+
+def one_at_a_time(model, tokenizer, texts, new_tokens: int, prompts) -> tuple[int, float]:
+    """Greedy `model.generate` of exactly `new_tokens` for each text alone: (tokens generated, seconds)."""
     tokens, began = 0, time.perf_counter()
     with torch.inference_mode():
         for text in texts:
             enc = prompts.tokenize(tokenizer, [text], return_tensors="pt").to(model.device)
-            out = model.generate(**enc, max_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
-                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
             tokens += out.shape[1] - enc["input_ids"].shape[1]
-    return row("per-example generate loop", tokens, time.perf_counter() - began)
+    return tokens, time.perf_counter() - began
 
 
 def decode_only(model, tokenizer, texts, new_tokens: int, prompts, limits: dict) -> dict:
     """Batch-1 decode rate without the prefill: (n - 1) tokens over the time of n new tokens minus that of 1."""
-    def timed(n: int) -> float:
-        began = time.perf_counter()
-        with torch.inference_mode():
-            for text in texts:
-                enc = prompts.tokenize(tokenizer, [text], return_tensors="pt").to(model.device)
-                model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                               pad_token_id=tokenizer.pad_token_id)
-        return time.perf_counter() - began
-
-    seconds = timed(new_tokens) - timed(1)
+    seconds = (one_at_a_time(model, tokenizer, texts, new_tokens, prompts)[1]
+               - one_at_a_time(model, tokenizer, texts, 1, prompts)[1])
     rate = len(texts) * (new_tokens - 1) / seconds
     bound = limits["bandwidth_bytes_per_s"] / model.get_memory_footprint()
     return {"dtype": str(model.dtype).removeprefix("torch."), "weights_mib": model.get_memory_footprint() / 2**20,
