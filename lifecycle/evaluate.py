@@ -23,7 +23,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from lifecycle.core import artifacts, evalreport, evalsets, forgetting, judge, systems
+from lifecycle.core import artifacts, evalreport, evalsets, forgetting, generate, judge, systems
 from lifecycle.core.artifacts import StageResult, StageRun, produced
 from lifecycle.core.config import option, require
 from lifecycle.core.data import DataConfig
@@ -61,7 +61,7 @@ class ForgettingConfig:
 
 @dataclass
 class EvaluateConfig:
-    batch_size: int = option(8, help="Prompts generated (and scored for perplexity) together.")
+    batch_size: int = option(generate.BATCH_SIZE, help="Prompts generated (and scored for perplexity) together.")
     limit: int | None = option(None, help="Evaluate only the first N test examples (default: the whole test split).")
     examples: int = option(4, help="Example predictions shown side by side in the report.")
     sets: dict[str, EvalSetConfig] = option({}, help="Extra held-out sets scored for every model, by name, e.g. "

@@ -23,8 +23,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lifecycle.core import (artifacts, data, deployable, gguf_variants, measure, models, pipeline_check, quantization,
-                            quantreport, systems)
+from lifecycle.core import (artifacts, data, deployable, generate, gguf_variants, measure, models, pipeline_check,
+                            quantization, quantreport, systems)
 from lifecycle.core.artifacts import StageResult, StageRun
 from lifecycle.core.config import option, require
 from lifecycle.core.gguf_export import GGUFConfig
@@ -44,7 +44,7 @@ class QuantizeConfig:
     bitsandbytes: dict[str, Any] = option({}, help="More transformers.BitsAndBytesConfig options for every quantized "
                                           "variant, e.g. {llm_int8_threshold: 6.0, llm_int8_skip_modules: [lm_head]}.")
     limit: int | None = option(32, help="Measure quality on the first N test examples (null: the whole test split).")
-    batch_size: int = option(8, help="Prompts generated together, for quality and the batched tokens/s.")
+    batch_size: int = option(generate.BATCH_SIZE, help="Prompts generated together, for quality and the batched tokens/s.")
     latency_examples: int = option(2, help="Examples generated one at a time to measure latency per token at batch 1.")
     examples: int = option(2, help="Example summaries shown side by side in the report.")
     check_pipeline: bool = option(True, help="Load the deployable variant in a fresh process with "

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lifecycle.core import artifacts, data, models, preference, prompts, rl_health, rl_report, splice, training
+from lifecycle.core import artifacts, data, generate, models, preference, prompts, rl_health, rl_report, splice, training
 from lifecycle.core.artifacts import StageResult, StageRun
 from lifecycle.core.config import option, require, to_dict
 from lifecycle.core.errors import StageError
@@ -79,7 +79,7 @@ class RlhfConfig:
                                          "the SFT model still copies insults. References stay the neutral originals.")
     kl_budget: float = option(0.1, help="KL to the SFT model past which the run is flagged as drifting (reward hacking).")
     eval_limit: int | None = option(None, help="Test examples for the before/after comparison (default: all).")
-    batch_size: int = option(8, help="Prompts generated together for the before/after comparison.")
+    batch_size: int = option(generate.BATCH_SIZE, help="Prompts generated together for the before/after comparison.")
 
     def __post_init__(self):
         for term in self.weights:

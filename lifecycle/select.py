@@ -29,7 +29,7 @@ class SelectConfig:
     template: str = option("summarize", help="Instruction template for the zero-shot comparison: a built-in name "
                            f"({', '.join(prompts.TEMPLATES)}) or text with one {{input}} placeholder.")
     sample: int = option(24, help="How many validation examples (the first N) each candidate summarizes.")
-    batch_size: int = option(8, help="Prompts generated together.")
+    batch_size: int = option(generate.BATCH_SIZE, help="Prompts generated together.")
     generation: dict[str, Any] = option({"do_sample": False}, help="GenerationConfig options for the comparison "
                                         "(max_new_tokens defaults to scope.max_new_tokens).")
     latency_examples: int = option(2, help="Examples generated one at a time to measure latency per token at batch 1.")
