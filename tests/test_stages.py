@@ -80,3 +80,23 @@ def test_select_picks_best_quality_within_budgets():
         select._choose(rows[:2], budget, None)
     with pytest.raises(StageError, match="is not one of models.candidates"):
         select._choose(rows, budget, "other")
+
+
+def test_prompt_keeps_the_first_trial_unless_another_beats_it_beyond_chance():
+    from types import SimpleNamespace
+
+    from lifecycle.prompt import Trial, pick
+
+    refs = [f"#Person{i % 2 + 1}# asks about the {w} and pays for it at the desk today." for i, w in
+            enumerate(["ticket", "parcel", "room", "bill", "car", "dog", "cake", "phone", "shoes", "lamp", "book", "key"])]
+    first = Trial("a", 0, {}, predictions=["They talk about things."] * len(refs))
+    noise = Trial("b", 0, {}, predictions=[refs[0]] + first.predictions[1:])  # ahead by one example's luck
+    clear = Trial("c", 0, {}, predictions=[r.replace("today", "now") for r in refs])
+    for metric in ("rougeL", "chrf", "bleu"):  # per-example scores; BLEU through sacrebleu's corpus-level test
+        cfg = SimpleNamespace(prompt=SimpleNamespace(metric=metric), metrics=SimpleNamespace(bootstrap=1000),
+                              run=SimpleNamespace(seed=0))
+        for trial, value in ((first, 0.30), (noise, 0.31), (clear, 0.60)):
+            trial.scores[metric] = {"value": value}
+        assert pick([first, noise, clear], refs, cfg) is clear
+        if metric != "bleu":  # sacrebleu counts only strictly larger shuffles: one changed sentence "wins" there
+            assert pick([first, noise], refs, cfg) is first
