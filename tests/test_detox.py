@@ -4,6 +4,7 @@ red-flag detector over the RL log, the judge-differs-from-reward rule, degenerat
 import json
 import random
 
+import numpy as np
 import pytest
 
 from lifecycle import rlhf
@@ -64,6 +65,27 @@ def test_a_counterfactual_pair_differs_only_by_the_copied_turn_and_the_reward_ra
     (chosen, _), = preference.counterfactual([rejected], [ref], [turn], [dialogue], [True], seed=0)
     assert chosen == ref  # an own summary that already copies the insult is replaced by the neutral reference
 
+
+def test_a_replacing_pair_is_about_as_long_and_still_ranked_lower():
+    from lifecycle.core.rewards import WEIGHTS, total_reward
+    from lifecycle.core.toxicity import load_scorer
+
+    dialogue, turn = splice.splice(DIALOGUE, "You stupid idiot, shut your damn mouth.", random.Random(1))
+    ref = "#Person2# got two tickets for Friday. #Person1# is pleased and will pay for dinner. They meet at seven."
+    pairs = preference.counterfactual([ref] * 20, [ref] * 20, [turn] * 20, [dialogue] * 20, [False] * 20, seed=0,
+                                      replacing=True)
+    total = total_reward(load_scorer("profanity-check"), WEIGHTS, "logit")
+    for chosen, rejected in pairs:
+        kept = [s for s in preference.SENTENCE_END.split(ref) if s in rejected]
+        assert chosen == ref and turn.text.lower() in rejected.lower() and len(kept) == 2  # one sentence gave way
+        assert total([chosen], [ref])[0] > total([rejected], [ref])[0]
+    added = preference.counterfactual([ref] * 20, [ref] * 20, [turn] * 20, [dialogue] * 20, [False] * 20, seed=0)
+    replacing_gap = np.mean([len(r.split()) - len(c.split()) for c, r in pairs])
+    adding_gap = np.mean([len(r.split()) - len(c.split()) for c, r in added])
+    assert abs(replacing_gap) < adding_gap / 2  # the length difference DPO could learn from is mostly gone
+    short = "#Person2# got two tickets."  # a one-sentence summary keeps its sentence: the turn is added
+    (_, rejected), = preference.counterfactual([short], [short], [turn], [dialogue], [False], seed=0, replacing=True)
+    assert short.rstrip(".") in rejected
 
 def test_shortest_keeps_the_original_order():
     assert preference.shortest(["aaaa", "a", "aaa", "aa"], 2) == [1, 3] and preference.shortest(["b", "a"], None) == [0, 1]

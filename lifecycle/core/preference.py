@@ -13,6 +13,9 @@ most groups have nothing to push away from. Two ways to get pairs that do:
   always shorter than rejected teaches "shorter is better" too: measured, own-summary
   pairs shrank the summaries and cost ROUGE-L; the reference as chosen with an SFT term
   on it (`preference.loss_type: [sigmoid, sft]`) keeps ROUGE-L but not the length.
+  `rejected: replacing` takes that lever away: the copied turn replaces one sentence of a
+  summary of two or more, so both sides are about as long and lose against each other
+  only by what they say.
 - `sampled`: `samples` summaries per prompt at temperature 1, best against worst by
   the reward (the way TRL's docs build on-policy pairs), for rewards without a splice.
 
@@ -47,6 +50,9 @@ class PairsConfig:
         "copied in (needs rlhf.splice); sampled: best vs worst of `samples` sampled summaries by the reward.")
     chosen: Literal["reference", "own"] = option("reference", help="counterfactual: the clean side is the reference "
                                                  "summary, or the policy's own greedy summary (one generation pass).")
+    rejected: Literal["adding", "replacing"] = option(
+        "adding", help="counterfactual: the copied turn is added to the clean summary, or replaces one of its "
+        "sentences (summaries of two or more), so that chosen and rejected are about as long.")
     samples: int = option(4, help="sampled: summaries sampled per prompt (temperature 1.0).")
     prompts: int | None = option(128, help="Training prompts to build pairs from, shortest dialogues first (each "
                                  "pair is two training sequences); null: all.")
@@ -64,14 +70,18 @@ def shortest(dialogues: list[str], limit: int | None) -> list[int]:
     return sorted(order[:limit] if limit else order)
 
 
-def copy_in(summary: str, turn: splice.Turn, dialogue: str, rng: random.Random) -> str:
-    """`summary` with `turn` reported in it at a sentence boundary, the way an extractive summary copies one."""
+def copy_in(summary: str, turn: splice.Turn, dialogue: str, rng: random.Random, replacing: bool = False) -> str:
+    """`summary` with `turn` reported in it at a sentence boundary, the way an extractive summary copies one
+    (`replacing`: in place of one of its sentences, when it has two or more)."""
     other = next((s for s in splice.speakers(dialogue) if s != turn.speaker), "the others")
     text = turn.text.strip()
     lower = text[:1].lower() + text[1:]
     clause = rng.choice([f'{turn.speaker} says, "{text}"', f'{turn.speaker} tells {other}, "{text}"',
                          f"{turn.speaker} tells {other} {lower}", f"{turn.speaker} says {lower}"])
     sentences = SENTENCE_END.split(summary.strip()) if summary.strip() else []
+    if replacing and len(sentences) > 1:
+        at = rng.randrange(len(sentences))
+        return " ".join(sentences[:at] + [clause] + sentences[at + 1:])
     at = rng.randint(0, len(sentences))
     if at and rng.random() < 0.5:  # woven into a sentence of the summary, not only a sentence of its own
         sentences[at - 1] = f"{sentences[at - 1].rstrip('.!?')}, and {clause[:1].lower() + clause[1:]}"
@@ -80,13 +90,13 @@ def copy_in(summary: str, turn: splice.Turn, dialogue: str, rng: random.Random) 
 
 
 def counterfactual(own: list[str], references: list[str], turns: list[splice.Turn | None], dialogues: list[str],
-                   toxic: np.ndarray, seed: int) -> list[tuple[str, str] | None]:
+                   toxic: np.ndarray, seed: int, replacing: bool = False) -> list[tuple[str, str] | None]:
     """(chosen, rejected) per prompt: the clean own summary (else the reference) and it with the turn copied in."""
     rng = random.Random(seed)
     out = []
     for summary, ref, turn, dialogue, is_toxic in zip(own, references, turns, dialogues, toxic):
         chosen = ref if is_toxic else summary
-        out.append((chosen, copy_in(chosen, turn, dialogue, rng)) if turn else None)
+        out.append((chosen, copy_in(chosen, turn, dialogue, rng, replacing)) if turn else None)
     return out
 
 
@@ -123,7 +133,8 @@ def build(cfg, policy: str, prompt: Prompt, tokenizer, device: str, dialogues: l
     total = total_reward(scorer, cfg.rlhf.weights, cfg.rlhf.reward_output)
     own_toxic = 0
     if pc.source == "counterfactual" and pc.chosen == "reference":  # nothing to generate
-        candidates = counterfactual(references, references, turns, dialogues, np.zeros(len(references), bool), cfg.run.seed)
+        candidates = counterfactual(references, references, turns, dialogues, np.zeros(len(references), bool), cfg.run.seed,
+                                    pc.rejected == "replacing")
     else:
         model = models.load_model(policy, device, cfg.models.dtype)
         gen = generate.generation_config(prompt.generation, "prompt generation")
@@ -133,7 +144,8 @@ def build(cfg, policy: str, prompt: Prompt, tokenizer, device: str, dialogues: l
             own = [g.prediction for g in generate.generate(model, tokenizer, texts, gen, pc.batch_size, cfg.run.seed,
                                                             desc="rlhf pairs: own summaries")]
             toxic = scorer.score(own) > 0.5
-            candidates, own_toxic = counterfactual(own, references, turns, dialogues, toxic, cfg.run.seed), int(toxic.sum())
+            candidates, own_toxic = (counterfactual(own, references, turns, dialogues, toxic, cfg.run.seed,
+                                                       pc.rejected == "replacing"), int(toxic.sum()))
         else:
             samples = sample(model, tokenizer, texts, gen, pc.samples, pc.batch_size, cfg.run.seed)
             candidates = best_and_worst(samples, [total(c, [r] * len(c)) for c, r in zip(samples, references)])
