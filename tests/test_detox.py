@@ -87,6 +87,7 @@ def test_a_replacing_pair_is_about_as_long_and_still_ranked_lower():
     (_, rejected), = preference.counterfactual([short], [short], [turn], [dialogue], [False], seed=0, replacing=True)
     assert short.rstrip(".") in rejected
 
+
 def test_shortest_keeps_the_original_order():
     assert preference.shortest(["aaaa", "a", "aaa", "aa"], 2) == [1, 3] and preference.shortest(["b", "a"], None) == [0, 1]
 
