@@ -20,7 +20,7 @@ from lifecycle.core.prompts import tokenize
 
 GREEDY = {"do_sample": False}
 # Prompts generated together unless a stage's batch_size says otherwise: on a 2-core CPU, batch 16 makes
-# 1.4x the tokens/s of batch 8 (32 test dialogues, greedy to EOS, bf16: 145 vs 103 tokens/s), and 16
+# 1.36x the tokens/s of batch 8 and batch 32 no more (benchmarks/bench_generate.py, docs/benchmarks.md), and 16
 # dialogues' KV cache is a few hundred MB for the packaged models.
 BATCH_SIZE = 16
 
