@@ -32,6 +32,17 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(os.environ["LIFECYCLE_CACHE"], ignore_errors=True)  # an imported model is ~540 MB
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`make test` runs --dist loadgroup)
+def pytest_collection_modifyitems(config, items):
+    """Tests on the session's completed run share one worker: the run is made once, while the other
+    workers go through the rest of the suite instead of waiting for it."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "completed_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("completed-run"))
+
+
 def _tokenizer(texts: list[str]):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -69,15 +80,37 @@ def tiny_llama(folder: Path, tokenizer, width: int = 32) -> str:
     return str(folder)
 
 
+def _made_once(tmp_path_factory, name: str, make) -> Path:
+    """`make(folder)` once per test session, shared by every pytest-xdist worker (their recipe for session
+    fixtures): the workers see the same model paths, so one worker's completed run is up to date for all."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # not under xdist
+        folder = tmp_path_factory.getbasetemp() / name
+        make(folder)
+        return folder
+    from filelock import FileLock
+
+    folder = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder.parent / f"{name}.done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            (folder.parent / f"{name}.done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory, tokenizer) -> str:
-    return tiny_llama(tmp_path_factory.mktemp("models") / "tiny-causal", tokenizer)
+    return str(_made_once(tmp_path_factory, "tiny-causal", lambda folder: tiny_llama(folder, tokenizer)))
 
 
 @pytest.fixture(scope="session")
 def tiny_seq2seq(tmp_path_factory, tokenizer) -> str:
     """A 2-layer, 32-wide T5 (encoder-decoder) with the same tokenizer. T5 has no position
     limit; its tokenizer's model_max_length (2048 here, as the tiny BPE makes long inputs) is its context."""
+    return str(_made_once(tmp_path_factory, "tiny-seq2seq", lambda folder: _tiny_t5(folder, tokenizer)))
+
+
+def _tiny_t5(path: Path, tokenizer) -> None:
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -85,12 +118,10 @@ def tiny_seq2seq(tmp_path_factory, tokenizer) -> str:
     config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
                       num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                       decoder_start_token_id=tokenizer.pad_token_id)
-    path = tmp_path_factory.mktemp("models") / "tiny-seq2seq"
     T5ForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     settings = json.loads((path / "tokenizer_config.json").read_text())
     (path / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 2048}))
-    return str(path)
 
 
 @pytest.fixture
@@ -114,11 +145,12 @@ def run_cli(tmp_path, tiny_causal, tiny_seq2seq, capsys):
 def completed_run(tmp_path_factory, tiny_causal):
     """One complete `all` of configs/tiny.yaml on the tiny Llama, made once per session; tests that
     only read artifacts or disturb one stage start from a copy (`clone_run`)."""
-    root = tmp_path_factory.mktemp("completed") / "runs"
-    code = cli_main(["all", "--config", str(ROOT / "configs" / "tiny.yaml"), f"run.root={root}",
-                     f"models.candidates=[{tiny_causal}]"])
-    assert code == 0
-    return root
+    def complete(root: Path) -> None:
+        code = cli_main(["all", "--config", str(ROOT / "configs" / "tiny.yaml"), f"run.root={root}",
+                         f"models.candidates=[{tiny_causal}]"])
+        assert code == 0
+
+    return _made_once(tmp_path_factory, "completed-runs", complete)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from tests.judge_stub import serve
 ROOT = Path(__file__).resolve().parent.parent
 SET = ["evaluate.sets={val: {path: demo, split: validation, slice_column: heated, limit: {validation: 6}}}"]
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
+# one worker runs this module (`make test` distributes by group), so its module-scoped run is made once
+pytestmark = pytest.mark.xdist_group("evaluate")
 
 
 @pytest.fixture(scope="module")

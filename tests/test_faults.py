@@ -57,20 +57,22 @@ def _wait_for(path, proc, seconds=240):
     assert path.exists(), "the stage never got that far"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_real_signal_mid_generation_then_the_same_command_completes(clone_run, sig):
-    """The reported case: Ctrl-C (or a kill) while select generates, then the same command (was a
-    FileExistsError on every retry). tests/test_finetune.py kills training mid-way and resumes."""
-    stage, marker = "select", "select.partial/predictions"
+def test_real_signals_mid_generation_then_the_same_command_completes(clone_run):
+    """The reported case: Ctrl-C while select generates, then the same command (was a FileExistsError on
+    every retry) — here killed in turn mid-generation, and run once more. tests/test_finetune.py kills
+    training mid-way and resumes."""
+    stage, marker = "select", clone_run.root / "select.partial" / "predictions"
     args = [sys.executable, "-m", "lifecycle", stage, "--force", "--config", TINY,
             f"run.root={clone_run.root.parent}", f"models.candidates=[{clone_run.causal}]", "select.sample=8"]
-    # SIGINT as a terminal delivers it: an ignore inherited from this worker (whatever test left it) is undone
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    _wait_for(clone_run.root / marker, proc)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "Traceback" not in err
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        # SIGINT as a terminal delivers it: an ignore inherited from this worker (whatever test left it) is undone
+        proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        _wait_for(marker, proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0 and "Traceback" not in err
+        shutil.rmtree(marker)  # the retry must get as far again to count
     done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _manifest(clone_run.root, stage)["status"] == "completed"

@@ -147,22 +147,23 @@ def _cli(tmp_path, causal, *extra):
             f"models.candidates=[{causal}]", *extra]
 
 
-def test_resume_after_sigkill_finishes_the_same_steps(run_cli, tmp_path):
-    steps = ["finetune.training.max_steps=8", "finetune.training.save_steps=2"]
-    assert run_cli("all", "--until", "prompt", f"models.candidates=[{run_cli.causal}]", *steps)[0] == 0
+def test_resume_after_sigkill_finishes_the_same_steps(clone_run):
+    steps = ["finetune.training.max_steps=8", "finetune.training.save_steps=2"]  # not the completed run's 4
+    earlier = (clone_run.root / "finetune" / MANIFEST).read_text()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = _cli(run_cli.root.parent, run_cli.causal, *steps)
+    args = _cli(clone_run.root.parent, clone_run.causal, *steps)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = run_cli.root / "finetune.partial" / "checkpoints"
+    checkpoints = clone_run.root / "finetune.partial" / "checkpoints"
     deadline = time.time() + 240
     while not (checkpoints / "checkpoint-4").is_dir() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (checkpoints / "checkpoint-4").is_dir() and not (run_cli.root / "finetune").exists()
+    assert (checkpoints / "checkpoint-4").is_dir()
+    assert (clone_run.root / "finetune" / MANIFEST).read_text() == earlier  # the last completed finetune is kept
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from" in done.stdout and "checkpoint-" in done.stdout
-    log = json.loads((run_cli.root / "finetune" / "train_log.json").read_text())
-    assert json.loads((run_cli.root / "finetune" / MANIFEST).read_text())["metrics"]["steps"] == 8
+    log = json.loads((clone_run.root / "finetune" / "train_log.json").read_text())
+    assert json.loads((clone_run.root / "finetune" / MANIFEST).read_text())["metrics"]["steps"] == 8
     assert [h["step"] for h in log if "loss" in h] == list(range(1, 9))  # resumed: every step once, none repeated

@@ -9,23 +9,15 @@ from lifecycle import stages as registry
 from lifecycle.core.render import to_html
 
 
-@pytest.fixture
-def finished(run_cli):
-    code, out, err = run_cli("all", f"select.pin={run_cli.causal}")
-    assert code == 0, err
-    assert "run report:" in out
-    return run_cli
-
-
-@pytest.mark.slow
-def test_all_writes_the_report_with_every_section(finished):
-    md = (finished.root / "report.md").read_text()
-    html = (finished.root / "report.html").read_text()
+def test_all_writes_the_report_with_every_section(completed_run):
+    finished = completed_run / "tiny"  # the session's run of `all`
+    md = (finished / "report.md").read_text()
+    html = (finished / "report.html").read_text()
     for section in ("# Run report: tiny", "## Lineage", "## Results"):
         assert section in md, section
     results = md.split("## Results")[1].split("## Stage 1")[0]
     for stage in ("evaluate", "quantize"):  # each result stage's summary: its title and tables, from its own markdown
-        doc = next((finished.root / stage).glob("*.md")).read_text()
+        doc = next((finished / stage).glob("*.md")).read_text()
         assert f"### {doc.splitlines()[0].lstrip('# ')}" in results, stage
         assert next(line for line in doc.splitlines() if line.startswith("| ")) in results, stage
     assert "ROUGE-L [95% CI]" in results and re.search(r"\b(pass|FAIL)\b", results)
@@ -40,7 +32,7 @@ def test_all_writes_the_report_with_every_section(finished):
     # self-contained: every plot inlined, nothing fetched from elsewhere
     images = re.findall(r'<img[^>]*src="([^"]*)"', html)
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
-    assert len(images) >= sum(1 for stage in registry.NAMES for _ in (finished.root / stage).glob("*.png"))
+    assert len(images) >= sum(1 for stage in registry.NAMES for _ in (finished / stage).glob("*.png"))
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<script" not in html
 
 
