@@ -3,7 +3,6 @@ writes it for a partial run and lists what has not run, and the HTML stands alon
 
 import re
 
-import pytest
 
 from lifecycle import stages as registry
 from lifecycle.core.render import to_html
