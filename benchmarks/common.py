@@ -34,10 +34,11 @@ def gpu_peaks(name: str | None = None) -> tuple[float, float] | None:
     return next((peaks for key, peaks in GPU_PEAKS.items() if key in name), None)
 
 
-def machine_limits(device: str = "cpu", seconds: float = 1.0) -> dict:
+def machine_limits(device: str = "cpu", seconds: float = 1.0, size: int = 2048) -> dict:
     """This machine's limits, measured in the same run as the figures they bound: dense matmul FLOP/s in
-    fp32 and bf16 (2048x2048 @ 2048x2048, the best of repeated calls for `seconds` each) and memory
-    bandwidth in bytes/s (a 512 MiB copy: read + write, the best of 5). On a GPU, its datasheet peaks too."""
+    fp32 and bf16 (`size`² @ `size`², the best of repeated calls for `seconds` each) and memory
+    bandwidth in bytes/s (a 512 MiB copy: read + write, the best of repeated copies). On a GPU, its datasheet peaks too.
+    A CPU without native bf16 emulates it at ~1 GFLOP/s: one 2048² bf16 matmul there takes ~17 s."""
     import time
 
     import torch
@@ -55,8 +56,8 @@ def machine_limits(device: str = "cpu", seconds: float = 1.0) -> dict:
 
     limits = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(2048, 2048, dtype=dtype, device=device)
-        limits[f"matmul_{str(dtype).removeprefix('torch.')}_flops"] = 2 * 2048**3 / timed(lambda: a @ a, seconds)
+        a = torch.randn(size, size, dtype=dtype, device=device)
+        limits[f"matmul_{str(dtype).removeprefix('torch.')}_flops"] = 2 * size**3 / timed(lambda: a @ a, seconds)
     src = torch.empty(128 * 2**20, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     limits["bandwidth_bytes_per_s"] = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src), seconds)
