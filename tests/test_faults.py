@@ -152,19 +152,21 @@ def test_a_second_command_on_a_busy_run_is_refused_naming_the_holder(clone_run):
 
 
 @pytest.mark.slow
-def test_two_process_all_writes_the_same_artifacts_as_one(clone_run, tmp_path):
+def test_two_process_all_writes_the_same_artifacts_as_one(request, tiny_causal, tmp_path):
     """Every stage under two processes (gloo on CPU): the main one decides and keeps the books, both train."""
     # torchrun, which `accelerate launch --multi_gpu` runs on GPUs: on a CPU, accelerate's own launcher
     # starts several processes only through MPI, and one process otherwise.
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lifecycle", "all", "--config", TINY,
-            f"run.root={tmp_path / 'two'}", f"models.candidates=[{clone_run.causal}]"]
+            f"run.root={tmp_path / 'two'}", f"models.candidates=[{tiny_causal}]"]
     done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    # The one-process run is asked for only now, so this test runs beside the worker that makes it (conftest).
+    single = request.getfixturevalue("completed_run") / "tiny"
     two = tmp_path / "two" / "tiny"
     for stage in registry.NAMES:
         manifest = _manifest(two, stage)
         assert manifest["status"] == "completed" and manifest["host"]["processes"] == 2
-        one = _manifest(clone_run.root, stage)
+        one = _manifest(single, stage)
         files = [{f for f in m["outputs"] if not f.startswith("logs/")} for m in (manifest, one)]  # event files are named by time
         assert files[0] == files[1], stage
     assert done.stdout.count("stage: finetune") == 1  # one process keeps the books and prints
