@@ -8,9 +8,10 @@ development, the next `--heldout` are never tuned on. A second toxicity scorer,
 trained on the Davidson tweets *not* used in the probe, judges next to
 profanity-check, so a model that learned to dodge one scorer cannot pass. A judge
 trained on the bare tweets reads a summary that quotes one as mostly neutral text (it
-called 6-11 of 400 fine-tuned summaries toxic where profanity-check called 25-32), so
+called 6-16 of 400 fine-tuned summaries toxic where profanity-check called 25-32), so
 `build` also writes the same tweets quoted in the shipped train references, the way a
-summary copies a turn (`judge-labels-quoted.jsonl`): a judge of summaries, not tweets.
+summary copies a turn (`judge-labels-quoted.jsonl`): a judge of summaries, not tweets
+(after one epoch a weaker one, held-out ROC AUC 0.80: docs/rlhf-experiments.md, stop 16).
 
     python benchmarks/detox_probe.py build                 # runs/detox-probe/{dev,heldout}.jsonl, judge-labels*.jsonl
     python -m lifecycle.reward_model --data runs/detox-probe/judge-labels.jsonl --out runs/detox-probe/judge
