@@ -80,6 +80,9 @@ class RlhfConfig:
     kl_budget: float = option(0.1, help="KL to the SFT model past which the run is flagged as drifting (reward hacking).")
     eval_limit: int | None = option(None, help="Test examples for the before/after comparison (default: all).")
     batch_size: int = option(generate.BATCH_SIZE, help="Prompts generated together for the before/after comparison.")
+    seed: int | None = option(None, help="Seed of this stage's randomness (which turn is spliced where, the pairs, the "
+                              "adapter's init, the order of training); null: run.seed. Another value repeats RL on the "
+                              "same fine-tuned model and data split: a replicate.")
 
     def __post_init__(self):
         for term in self.weights:
@@ -128,7 +131,8 @@ def _trainer_options(cls, options: dict, key: str, examples: str) -> dict:
     """Options of a TRL config class by name and type; beta and learning rate in range."""
     known = {f.name for f in dataclasses.fields(cls)}
     for name in options:
-        require(name in known and name not in {"output_dir", "seed"}, f"{key}.{name}", options[name],
+        require(name != "seed", f"{key}.seed", options[name], "rlhf.seed, which seeds the whole stage")
+        require(name in known and name != "output_dir", f"{key}.{name}", options[name],
                 f"a trl.{cls.__name__} option such as {examples}")
     typed = check_types(cls, options, key)  # types first (`learning_rate: abc`), so the ranges compare numbers
     require(typed.get("beta") is None or typed["beta"] >= 0, f"{key}.beta", typed.get("beta"), "a KL coefficient >= 0")
@@ -181,6 +185,11 @@ def run(cfg, run: StageRun) -> StageResult:
                                 "red_flags": len(health["red_flags"])}, summary=comparison["summary"])
 
 
+def seed(cfg) -> int:
+    """The seed of what RL draws; the data split and the measurements keep run.seed, so replicates compare alike."""
+    return cfg.run.seed if cfg.rlhf.seed is None else cfg.rlhf.seed
+
+
 def judges(cfg) -> dict:
     """The scorers the before/after is judged by: the run's toxicity metric, and the reward too when it
     is another scorer. A judge that is the reward itself cannot tell detox from a Goodhart win."""
@@ -214,7 +223,7 @@ def build_trainer(cfg, policy: str, prompt: artifacts.Prompt, train, tokenizer, 
 
     training.score_labelled_positions_only()
     device = models.pick_device(cfg.models.device)
-    common = training.arguments(cfg, run)
+    common = {**training.arguments(cfg, run), "seed": seed(cfg)}
     peft_config = LoraConfig(task_type="CAUSAL_LM", **cfg.rlhf.lora)
     if cfg.rlhf.algorithm == "dpo":
         pairs = _preference_pairs(cfg, policy, prompt, train, tokenizer, device, run)
@@ -237,7 +246,8 @@ def _preference_pairs(cfg, policy: str, prompt: artifacts.Prompt, train, tokeniz
     saved = run.out / "pairs.json"
     if saved.exists():
         return json.loads(saved.read_text())
-    pairs = preference.build(cfg, policy, prompt, tokenizer, device, *_training_prompts(cfg, train, cfg.rlhf.pairs.prompts))
+    pairs = preference.build(cfg, policy, prompt, tokenizer, device, *_training_prompts(cfg, train, cfg.rlhf.pairs.prompts),
+                             seed=seed(cfg))
     if is_main_process():
         write_json(saved, pairs)
         s = pairs["summary"]
@@ -256,6 +266,6 @@ def _training_prompts(cfg, train, limit: int | None = None):
     dialogues, references = [dialogues[i] for i in keep], [references[i] for i in keep]
     if not cfg.rlhf.splice:
         return dialogues, references, [None] * len(dialogues)
-    spliced, turns = splice.spliced(dialogues, splice.load_pool(cfg.rlhf.splice.pool), cfg.rlhf.splice.share, cfg.run.seed)
+    spliced, turns = splice.spliced(dialogues, splice.load_pool(cfg.rlhf.splice.pool), cfg.rlhf.splice.share, seed(cfg))
     return spliced, references, turns
 

@@ -68,6 +68,15 @@ def test_dpo_on_counterfactual_pairs_writes_its_pairs_and_reports_them(clone_run
     assert result["pairs"] == pairs["summary"] and "rewards/margins" in result["health"]["signals"]
     assert "## Preference pairs (counterfactual, chosen: reference)" in (folder / "rlhf.md").read_text()
 
+    finetuned = (clone_run.root / "finetune" / MANIFEST).read_text()
+    code, _, err = clone_run("rlhf", "rlhf.algorithm=dpo", "rlhf.pairs.prompts=4", "rlhf.pairs.batch_size=4",
+                             "rlhf.preference.max_steps=2", "rlhf.preference.per_device_train_batch_size=2",
+                             "rlhf.preference.save_steps=1", "rlhf.seed=7")  # a replicate of RL alone
+    assert code == 0, err
+    replicate = json.loads((folder / "pairs.json").read_text())
+    assert [r["prompt"] for r in replicate["rows"]] != [r["prompt"] for r in pairs["rows"]]  # other turns spliced
+    assert (clone_run.root / "finetune" / MANIFEST).read_text() == finetuned  # on the same fine-tuned model
+
 
 def test_dpo_on_sampled_pairs_keeps_only_what_the_reward_ranks(clone_run):
     code, _, err = clone_run("rlhf", "rlhf.algorithm=dpo", "rlhf.pairs.source=sampled", "rlhf.pairs.samples=2",
@@ -118,6 +127,7 @@ def test_flan_t5_recipe_skips_rl_for_a_seq2seq_policy_and_reaches_quantize(run_c
     ("rlhf.algorithm=dpo rlhf.preference.beta=-1", "a KL coefficient >= 0"),
     ("rlhf.algorithm=dpo rlhf.splice=null", "counterfactual pairs copy the spliced turn"),
     ("rlhf.pairs.samples=1", "at least 2 summaries per prompt"),
+    ("rlhf.algorithm=dpo rlhf.preference.seed=1", "rlhf.seed, which seeds the whole stage"),
 ])
 def test_bad_rlhf_options(override, fragment):
     from lifecycle.config import load

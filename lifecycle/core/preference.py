@@ -125,7 +125,7 @@ def rows(tokenizer, template: str, dialogues: list[str], pairs: list[tuple[str, 
 
 
 def build(cfg, policy: str, prompt: Prompt, tokenizer, device: str, dialogues: list[str], references: list[str],
-          turns: list[splice.Turn | None]) -> dict:
+          turns: list[splice.Turn | None], seed: int) -> dict:
     """The pairs in TRL's format and what they are: from the references or generated with the SFT model,
     ranked by the reward, pairs the reward does not rank the right way round dropped."""
     began, pc = time.perf_counter(), cfg.rlhf.pairs
@@ -133,7 +133,7 @@ def build(cfg, policy: str, prompt: Prompt, tokenizer, device: str, dialogues: l
     total = total_reward(scorer, cfg.rlhf.weights, cfg.rlhf.reward_output)
     own_toxic = 0
     if pc.source == "counterfactual" and pc.chosen == "reference":  # nothing to generate
-        candidates = counterfactual(references, references, turns, dialogues, np.zeros(len(references), bool), cfg.run.seed,
+        candidates = counterfactual(references, references, turns, dialogues, np.zeros(len(references), bool), seed,
                                     pc.rejected == "replacing")
     else:
         model = models.load_model(policy, device, cfg.models.dtype)
@@ -141,13 +141,13 @@ def build(cfg, policy: str, prompt: Prompt, tokenizer, device: str, dialogues: l
         texts = prompts.format_prompts(tokenizer, prompt.template, dialogues, [],
                                        models.context_length(model.config, tokenizer), gen.max_new_tokens)[0]
         if pc.source == "counterfactual":
-            own = [g.prediction for g in generate.generate(model, tokenizer, texts, gen, pc.batch_size, cfg.run.seed,
+            own = [g.prediction for g in generate.generate(model, tokenizer, texts, gen, pc.batch_size, seed,
                                                             desc="rlhf pairs: own summaries")]
             toxic = scorer.score(own) > 0.5
-            candidates, own_toxic = (counterfactual(own, references, turns, dialogues, toxic, cfg.run.seed,
+            candidates, own_toxic = (counterfactual(own, references, turns, dialogues, toxic, seed,
                                                        pc.rejected == "replacing"), int(toxic.sum()))
         else:
-            samples = sample(model, tokenizer, texts, gen, pc.samples, pc.batch_size, cfg.run.seed)
+            samples = sample(model, tokenizer, texts, gen, pc.samples, pc.batch_size, seed)
             candidates = best_and_worst(samples, [total(c, [r] * len(c)) for c, r in zip(samples, references)])
         del model
     kept = [(d, pair, float(g[0] - g[1])) for d, r, pair in zip(dialogues, references, candidates)
