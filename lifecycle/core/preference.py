@@ -15,7 +15,8 @@ most groups have nothing to push away from. Two ways to get pairs that do:
   on it (`preference.loss_type: [sigmoid, sft]`) keeps ROUGE-L but not the length.
   `rejected: replacing` takes that lever away: the copied turn replaces one sentence of a
   summary of two or more, so both sides are about as long and lose against each other
-  only by what they say.
+  only by what they say (the offline default, with the SFT term x2 and a larger step:
+  docs/rlhf-experiments.md, stop 17).
 - `sampled`: `samples` summaries per prompt at temperature 1, best against worst by
   the reward (the way TRL's docs build on-policy pairs), for rewards without a splice.
 
