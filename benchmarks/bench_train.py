@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from common import CACHE, ROOT, SHAPES, gpu_peaks, machine_limits, mfu, random_model, write_results
 
 EVERY_POSITION = "lifecycle offline recipe, LM head on every position"
+COMPILED = "lifecycle offline recipe, torch.compile"
 VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage's trainer
     "plain SFTTrainer (defaults)": [],
     "lifecycle offline recipe": [],
@@ -29,7 +30,10 @@ VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage
     EVERY_POSITION: [],  # TRL's fused LM head as it is on a CPU: the prompt positions projected too
     "lifecycle offline recipe, bf16 base weights": ["models.dtype=bfloat16"],  # LoRA adapters stay fp32 (PEFT)
     "lifecycle offline recipe + packing": ["finetune.training.packing=true"],
+    COMPILED: ["finetune.training.torch_compile=true"],  # inductor; each new batch length compiles again
 }
+# torch.compile only on request: on a 2-core CPU it costs minutes per step (docs/benchmarks.md)
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != COMPILED]
 
 
 def measure(variant: str, steps: int, model: str, overrides: list[str]) -> dict:
@@ -83,8 +87,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--model", default="SmolLM2-135M-Instruct", help="model reference to train")
     parser.add_argument("--shape", choices=SHAPES, help="train a randomly initialised model of this real shape instead")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
-                        help="the variants to run (the first is the baseline of the speed-ups)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=DEFAULT_VARIANTS,
+                        help="the variants to run (the first is the baseline of the speed-ups); "
+                        f"'{COMPILED}' runs only when named")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
     model = random_model(args.shape, CACHE / args.shape) if args.shape else args.model
@@ -115,7 +120,7 @@ def main() -> None:
     what = f"randomly initialised {args.shape}-shaped model (bf16 weights)" if args.shape else args.model
     write_results(f"train-{args.shape}" if args.shape else "train", rows, table,
                   f"python benchmarks/bench_train.py --steps {args.steps} {which}"
-                  + ("" if args.variants == list(VARIANTS) else " --variants " + " ".join(f"'{v}'" for v in args.variants)),
+                  + ("" if args.variants == DEFAULT_VARIANTS else " --variants " + " ".join(f"'{v}'" for v in args.variants)),
                   f"{what}, demo train split, LoRA r=16 all-linear")
 
 
