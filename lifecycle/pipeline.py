@@ -127,11 +127,20 @@ def _upstream(cfg, stage: str, memo: dict, how: Invocation | str = "FILE") -> tu
         elif not required and state.state != "stale":
             skipped[up] = f"{up} is {state.state}" + (f": {one_line(state.reason)}" if state.reason else "")
         else:
-            can_disable = not required and hasattr(getattr(cfg, up, None), "enabled")
-            hint = f", or leave it out with `{up}.enabled=false`" if can_disable else ""
+            hint = "" if required else _leave_out_hint(getattr(cfg, up, None), up)
             raise StageError(f"stage `{stage}` needs `{up}`, which is {state.state} ({one_line(state.reason)}). "
                              f"Run `{command(up, how)}` first{hint}, or `{command('all', how)}` for every stage.")
     return consumed, skipped
+
+
+def _leave_out_hint(section, up: str) -> str:
+    """How to go on without an optional upstream: disable it, or (already disabled, but its manifest is of an
+    earlier enabled run) run it once so that it records itself as left out."""
+    if not hasattr(section, "enabled"):
+        return ""
+    if section.enabled:
+        return f", or leave it out with `{up}.enabled=false`"
+    return f" (with `{up}.enabled=false` it only records that it is left out, in seconds)"
 
 
 @dataclass

@@ -104,6 +104,15 @@ def test_disabled_stage_is_skipped_with_a_notice(clone_run):
     assert "rlhf       skipped" in out and "evaluate   up to date" in out
 
 
+def test_disabling_a_stage_that_ran_says_to_record_it_left_out(clone_run):
+    """rlhf's manifest is of an enabled run: evaluate must not suggest the rlhf.enabled=false it was given."""
+    code, _, err = clone_run("evaluate", "--force", "rlhf.enabled=false")
+    assert code != 0 and "needs `rlhf`, which is stale" in err
+    assert "leave it out with" not in err and "rlhf.enabled=false` it only records that it is left out" in err
+    code, _, err = clone_run("evaluate", "--force", "rlhf.seed=5")  # enabled and stale: disabling is the way out
+    assert code != 0 and "or leave it out with `rlhf.enabled=false`" in err
+
+
 def test_edited_data_makes_the_stages_that_read_it_stale(clone_run, tmp_path):
     from lifecycle.core.data import DEMO_DIR
 
