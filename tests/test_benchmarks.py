@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from common import GPU_PEAKS, gpu_peaks, machine_limits, mfu, shape_config  # noqa: E402
+from common import GPU_PEAKS, gpu_peaks, machine_limits, mfu, read_rate, shape_config  # noqa: E402
 
 
 def test_lora_mfu_matches_the_quoted_h100_figure():
@@ -40,3 +40,15 @@ def test_machine_limits_are_measured_on_this_machine():
     limits = machine_limits("cpu", seconds=0.05, size=256)  # 2048² in bf16 is ~17 s a call where it is emulated
     assert set(limits) == {"matmul_float32_flops", "matmul_bfloat16_flops", "bandwidth_bytes_per_s"}
     assert all(v > 1e8 for v in limits.values())  # even an emulated bf16 matmul does 0.1 GFLOP/s
+
+
+def test_read_rate_reads_weights_of_any_dtype_and_size_where_they_lie(tmp_path):
+    import numpy as np
+    import torch
+
+    odd = tmp_path / "model.gguf"
+    odd.write_bytes(bytes(range(255)) * 4099)  # a file of any length, read from its pages as llama.cpp maps it
+    tensors = [torch.randn(3, 5, dtype=torch.bfloat16), torch.randn(7, dtype=torch.float16), torch.from_numpy(
+        np.memmap(odd, mode="c"))]
+    assert read_rate(tensors, seconds=0.01) > 1e6
+    assert (torch.tensor([1e-30]) * 1e-10).item() != 0  # a denormal result: flushing was switched back off
