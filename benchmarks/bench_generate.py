@@ -1,7 +1,8 @@
 """Generation throughput: lifecycle's batched generation, in the dtype the stages use (`--dtype auto`: bf16
 where the hardware computes it natively), vs the classic per-example fp32 `generate` loop; same prompts
 and greedy decoding of a fixed number of new tokens. And batch-1 decoding alone (prefill subtracted)
-against its memory-bandwidth bound: every decoded token reads every weight once.
+against its memory-bandwidth bound: every decoded token reads every weight once — in transformers, and
+in llama.cpp (where `make llamacpp` installed it) on the same model written as GGUF by quantize's exporter.
 
     .venv/bin/python benchmarks/bench_generate.py --examples 16 --new-tokens 64      (make bench runs it)
 
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from common import CACHE, SHAPES, machine_limits, random_model, write_results
+from common import CACHE, SHAPES, machine_limits, random_model, read_rate, write_results
+
+GGUF_TYPES = ("f16", "q8_0")  # llama.cpp's batch-1 rows: the unquantized file and the 8-bit one quantize deploys
 
 
 def main() -> None:
@@ -30,7 +35,7 @@ def main() -> None:
     if args.new_tokens < 16:  # the decode-only figure is the difference of two timings: too few tokens, all noise
         parser.error("--new-tokens must be at least 16")
 
-    from lifecycle.core import data, generate, models, prompts
+    from lifecycle.core import data, generate, gguf_runtime, models, prompts
     from lifecycle.core.config import build
 
     path = random_model(args.shape, CACHE / args.shape) if args.shape else models.resolve(args.model)
@@ -56,15 +61,22 @@ def main() -> None:
         r["speedup_vs_loop"] = round(r["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
     limits = machine_limits(str(model.device))
     decode = [decode_only(m, tokenizer, texts[:4], args.new_tokens, prompts, limits) for m in (baseline, model)]
+    decode += llamacpp_decode(path, texts[:4], args.new_tokens, limits)
     table = ["| method | new tokens | seconds | tokens/s | speed-up |", "|---|---|---|---|---|"]
     table += [f"| {r['method']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']}x |" for r in rows]
     table += ["", f"Batch-1 decoding alone (the time of {args.new_tokens} new tokens minus that of 1, i.e. without the "
-              f"prefill; greedy, {len(texts[:4])} prompts). Every decoded token reads every weight once, so the copy "
-              f"bandwidth measured in this run, {limits['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, over the weights' "
-              "bytes bounds it:", "", "| dtype | weights MiB | ms/token | tokens/s | bound tokens/s | share of the bound |",
-              "|---|---|---|---|---|---|"]
-    table += [f"| {d['dtype']} | {d['weights_mib']:,.0f} | {d['ms_per_token']} | {d['tokens_per_s']} | "
-              f"{d['bound_tokens_per_s']:,.0f} | {d['share_of_bound']:.0%} |" for d in decode]
+              f"prefill; greedy, {len(texts[:4])} prompts). Every decoded token reads every weight once, so the rate "
+              "at which this machine reads those weights where they lie (their bytes summed, best of 1 s) bounds it. "
+              "This VM's memory comes at more than one speed; the best read rate of fresh memory in this run was "
+              f"{limits['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, the last column's bound:", "",
+              "| runtime | dtype | weights MiB | ms/token | tokens/s | decode reads GB/s | weights' read rate GB/s | "
+              "bound tokens/s | share of the bound | share of the machine's best |", "|---|---|---|---|---|---|---|---|---|---|"]
+    table += [f"| {d['runtime']} | {d['dtype']} | {d['weights_mib']:,.0f} | {d['ms_per_token']} | {d['tokens_per_s']} | "
+              f"{d['weights_mib'] * 2**20 * d['tokens_per_s'] / 1e9:.1f} | {d['weights_read_bytes_per_s'] / 1e9:.1f} | "
+              f"{d['bound_tokens_per_s']:,.0f} | {d['share_of_bound']:.0%} | {d['share_of_machine_bound']:.0%} |"
+              for d in decode]
+    if not any(d["runtime"].startswith("llama.cpp") for d in decode):
+        table += ["", f"llama.cpp rows left out: llama-cpp-python is not installed; {gguf_runtime.INSTALL_HINT}."]
     rows.append({"method": "batch-1 decode", "decode": decode, "machine_limits": limits})
     write_results(f"generate-{args.shape}" if args.shape else "generate", rows, table,
                   f"python benchmarks/bench_generate.py --examples {args.examples} --new-tokens {args.new_tokens} "
@@ -96,11 +108,52 @@ def decode_only(model, tokenizer, texts, new_tokens: int, prompts, limits: dict)
     """Batch-1 decode rate without the prefill: (n - 1) tokens over the time of n new tokens minus that of 1."""
     seconds = (one_at_a_time(model, tokenizer, texts, new_tokens, prompts)[1]
                - one_at_a_time(model, tokenizer, texts, 1, prompts)[1])
-    rate = len(texts) * (new_tokens - 1) / seconds
-    bound = limits["bandwidth_bytes_per_s"] / model.get_memory_footprint()
-    return {"dtype": str(model.dtype).removeprefix("torch."), "weights_mib": model.get_memory_footprint() / 2**20,
-            "ms_per_token": round(1000 / rate, 1), "tokens_per_s": round(rate, 1), "bound_tokens_per_s": round(bound, 1),
-            "share_of_bound": round(rate / bound, 3)}
+    return decode_row("transformers", str(model.dtype).removeprefix("torch."), model.get_memory_footprint(),
+                      len(texts) * (new_tokens - 1) / seconds, read_rate([*model.parameters(), *model.buffers()]), limits)
+
+
+def llamacpp_decode(model_dir: str, texts, new_tokens: int, limits: dict) -> list[dict]:
+    """The same batch-1 decode figure in llama.cpp, for the model written as each GGUF type quantize deploys;
+    llama.cpp memory-maps the file and computes on it as stored, so the file's bytes are what a token reads."""
+    from lifecycle.core import gguf_export, gguf_runtime
+
+    if gguf_runtime.llamacpp_version() is None:
+        return []
+    from llama_cpp import Llama
+
+    rows = []
+    for kind in GGUF_TYPES:
+        path = gguf_export.export(model_dir, CACHE / "gguf" / f"{Path(model_dir).name}-{kind}.gguf", kind)
+        llm = Llama(model_path=str(path), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False)
+        tokens = [llm.tokenize(text.encode(), add_bos=False, special=True) for text in texts]
+        greedy(llm, tokens[:2], 2)  # warm-up
+        seconds = greedy(llm, tokens, new_tokens) - greedy(llm, tokens, 1)
+        pages = torch.from_numpy(np.memmap(path, mode="c"))  # the page cache llama.cpp maps the file from
+        rows.append(decode_row(f"llama.cpp {gguf_runtime.llamacpp_version()}", f"GGUF {kind}", path.stat().st_size,
+                               len(texts) * (new_tokens - 1) / seconds, read_rate([pages]), limits))
+        llm.close()
+    return rows
+
+
+def greedy(llm, prompts: list[list[int]], new_tokens: int) -> float:
+    """Seconds for llama.cpp to decode exactly `new_tokens` greedily after each prompt, one prompt at a time."""
+    began = time.perf_counter()
+    for tokens in prompts:
+        llm.reset()  # no prefix reuse between prompts: each pays its prefill, as in transformers' loop
+        for count, _ in enumerate(llm.generate(tokens, top_k=1, temp=0.0), 1):  # the generator never stops at EOS
+            if count == new_tokens:
+                break
+    return time.perf_counter() - began
+
+
+def decode_row(runtime: str, dtype: str, weight_bytes: int, rate: float, weights_read: float, limits: dict) -> dict:
+    """`rate` tokens/s against the bound of reading the weights once a token, at the rate their own memory was read
+    (`weights_read`, bytes/s) and at the machine's best (a VM's memory comes at more than one speed)."""
+    bound = weights_read / weight_bytes
+    return {"runtime": runtime, "dtype": dtype, "weights_mib": weight_bytes / 2**20, "ms_per_token": round(1000 / rate, 1),
+            "tokens_per_s": round(rate, 1), "weights_read_bytes_per_s": round(weights_read),
+            "bound_tokens_per_s": round(bound, 1), "share_of_bound": round(rate / bound, 3),
+            "share_of_machine_bound": round(rate * weight_bytes / limits["bandwidth_bytes_per_s"], 3)}
 
 
 def row(method: str, tokens: int, seconds: float) -> dict:
