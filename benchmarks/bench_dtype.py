@@ -1,15 +1,18 @@
-"""Inference dtype: the demo test split generated in float32 and in bfloat16 by the same model,
-with the offline default's zero-shot prompt and greedy decoding; the paired ROUGE-L difference
+"""Inference dtype: the demo test split (or a recipe's splits) generated in float32 and in bfloat16 by the
+same model, with the recipe's zero-shot prompt and greedy decoding; the paired ROUGE-L difference
 with its bootstrap CI, and the speed ratio, measured in the same run.
 
     nice -n 19 env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_dtype.py      (make bench runs it)
+    ... bench_dtype.py --config configs/dialogsum-local.yaml --splits train validation test
+                                  (all 500 real DialogSum dialogues of ../shared/data: a CI ~2.5x narrower)
 
 `models.dtype: auto` is bfloat16 where the hardware computes it natively (a GPU that supports
 it, a CPU with AVX512-BF16 or AMX), which this measures the cost of. The target of issue 19: the
 95% CI of the paired ROUGE-L difference within ±0.01. The two dtypes take turns batch by batch
 (the same length-sorted batches the project's generation makes), so a busy machine slows both
 alike; the speed ratio is also given as the median over batches of the two back-to-back runs'
-ratio, which a burst of other work on the machine moves less. Writes benchmarks/results/dtype.{json,md}.
+ratio, which a burst of other work on the machine moves less. Writes benchmarks/results/dtype.{json,md}
+(dtype-<run.name>.* for another --config).
 """
 
 from __future__ import annotations
@@ -28,17 +31,23 @@ TARGET = 0.01  # |ROUGE-L difference| the CI must stay within
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="SmolLM2-135M-Instruct")
-    parser.add_argument("--examples", type=int, default=None, help="the first N test dialogues (default: all 78)")
+    parser.add_argument("--config", default="configs/offline.yaml", help="the recipe whose data, prompt and decoding run")
+    parser.add_argument("--splits", nargs="+", default=["test"], choices=["train", "validation", "test"],
+                        help="the splits to generate for (the model is not trained on any: every split is held out)")
+    parser.add_argument("--examples", type=int, default=None, help="the first N dialogues (default: all of the splits)")
     parser.add_argument("--new-tokens", type=int, default=None, help="default: the offline config's scope.max_new_tokens")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
+    from datasets import concatenate_datasets
+
     from lifecycle.config import load
     from lifecycle.core import data, generate, metrics, models, prompts
 
-    cfg = load(str(ROOT / "configs" / "offline.yaml"))
+    cfg = load(str(ROOT / args.config))
     device, path = models.pick_device(args.device), models.resolve(args.model)
-    test = data.load(cfg.data, seed=cfg.run.seed)["test"]
+    splits = data.load(cfg.data, seed=cfg.run.seed)
+    test = concatenate_datasets([splits[name] for name in args.splits])
     test = test.select(range(min(args.examples or len(test), len(test))))
     tokenizer = models.load_tokenizer(path)
     new_tokens = args.new_tokens or cfg.scope.max_new_tokens
@@ -85,9 +94,11 @@ def main() -> None:
               f"CPU: {verdict['cpu']} (bf16 flags: {', '.join(verdict['cpu_bf16_flags']) or 'none'}); "
               f"`models.dtype: auto` resolves to {verdict['auto_resolves_to']} on {device} here."]
     command = "nice -n 19 env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_dtype.py" + (
+        f" --config {args.config}" if args.config != "configs/offline.yaml" else "") + (
+        f" --splits {' '.join(args.splits)}" if args.splits != ["test"] else "") + (
         f" --examples {args.examples}" if args.examples else "") + (f" --new-tokens {args.new_tokens}" if args.new_tokens else "")
-    write_results("dtype", [*rows, verdict], table, command,
-                  f"{args.model} on {device}, demo test split ({len(texts)} dialogues), offline default's zero-shot "
+    write_results("dtype" if args.config == "configs/offline.yaml" else f"dtype-{cfg.run.name}", [*rows, verdict], table, command,
+                  f"{args.model} on {device}, {cfg.data.path} {'+'.join(args.splits)} ({len(texts)} dialogues), {args.config}'s zero-shot "
                   f"`{cfg.select.template}` prompt with the chat template, greedy, up to {new_tokens} new tokens, batches "
                   f"of {cfg.evaluate.batch_size} (the two dtypes alternating batch by batch); ROUGE-L per example "
                   f"and the paired bootstrap of lifecycle.core.metrics ({cfg.metrics.bootstrap} resamples)")
