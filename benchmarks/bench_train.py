@@ -26,7 +26,7 @@ VARIANTS = {  # name -> overrides of configs/offline.yaml for the finetune stage
     "plain SFTTrainer (defaults)": [],
     "lifecycle offline recipe": [],
     "lifecycle offline recipe, fp32": ["finetune.training.bf16=false"],
-    "lifecycle offline recipe, activations kept (no checkpointing)": ["finetune.training.activation_checkpointing=false"],
+    "lifecycle offline recipe, activations recomputed (TRL's checkpointing)": ["finetune.training.activation_checkpointing=true"],
     EVERY_POSITION: [],  # TRL's fused LM head as it is on a CPU: the prompt positions projected too
     "lifecycle offline recipe, bf16 base weights": ["models.dtype=bfloat16"],  # LoRA adapters stay fp32 (PEFT)
     "lifecycle offline recipe + packing": ["finetune.training.packing=true"],
