@@ -52,10 +52,10 @@ def best_seconds(fn, budget: float, device: str = "cpu") -> float:
     return best
 
 
-def machine_limits(device: str = "cpu", seconds: float = 1.0, size: int = 2048) -> dict:
+def machine_limits(device: str = "cpu", seconds: float = 1.0, size: int = 2048, tries: int = BANDWIDTH_TRIES) -> dict:
     """This machine's limits, measured in the same run as the figures they bound: dense matmul FLOP/s in
     fp32 and bf16 (`size`² @ `size`², the best of repeated calls for `seconds` each) and memory read
-    bandwidth in bytes/s (the best of repeated sums of a few fresh 512 MiB tensors in `seconds`). On a GPU, its
+    bandwidth in bytes/s (the best of repeated sums of `tries` fresh 512 MiB tensors in `seconds`). On a GPU, its
     datasheet peaks too. A CPU without native bf16 emulates it at ~1 GFLOP/s: one 2048² bf16 matmul there takes ~17 s."""
     import torch
 
@@ -66,7 +66,7 @@ def machine_limits(device: str = "cpu", seconds: float = 1.0, size: int = 2048) 
                                                                                                  device)
     # Written first: a never-written CPU tensor reads Linux's shared zero page from cache. Several, all kept: a VM's
     # memory can come at different speeds (35 and 60 GB/s on these 2-vCPU VMs), and this is the machine's best.
-    tensors = [torch.ones(128 * 2**20, dtype=torch.float32, device=device) for _ in range(BANDWIDTH_TRIES)]
+    tensors = [torch.ones(128 * 2**20, dtype=torch.float32, device=device) for _ in range(tries)]
     limits["bandwidth_bytes_per_s"] = max(read_rate([t], seconds / len(tensors)) for t in tensors)
     if peaks := gpu_peaks() if device.startswith("cuda") else None:
         limits["datasheet_bf16_flops"], limits["datasheet_bandwidth_bytes_per_s"] = peaks
