@@ -26,16 +26,17 @@ from common import ROOT, write_results
 
 DTYPES = ("float32", "bfloat16")
 TARGET = 0.01  # |ROUGE-L difference| the CI must stay within
+DEFAULT_CONFIG = "configs/offline.yaml"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="SmolLM2-135M-Instruct")
-    parser.add_argument("--config", default="configs/offline.yaml", help="the recipe whose data, prompt and decoding run")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="the recipe whose data, prompt and decoding run")
     parser.add_argument("--splits", nargs="+", default=["test"], choices=["train", "validation", "test"],
                         help="the splits to generate for (the model is not trained on any: every split is held out)")
     parser.add_argument("--examples", type=int, default=None, help="the first N dialogues (default: all of the splits)")
-    parser.add_argument("--new-tokens", type=int, default=None, help="default: the offline config's scope.max_new_tokens")
+    parser.add_argument("--new-tokens", type=int, default=None, help="default: the recipe's scope.max_new_tokens")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -94,10 +95,10 @@ def main() -> None:
               f"CPU: {verdict['cpu']} (bf16 flags: {', '.join(verdict['cpu_bf16_flags']) or 'none'}); "
               f"`models.dtype: auto` resolves to {verdict['auto_resolves_to']} on {device} here."]
     command = "nice -n 19 env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_dtype.py" + (
-        f" --config {args.config}" if args.config != "configs/offline.yaml" else "") + (
+        f" --config {args.config}" if args.config != DEFAULT_CONFIG else "") + (
         f" --splits {' '.join(args.splits)}" if args.splits != ["test"] else "") + (
         f" --examples {args.examples}" if args.examples else "") + (f" --new-tokens {args.new_tokens}" if args.new_tokens else "")
-    write_results("dtype" if args.config == "configs/offline.yaml" else f"dtype-{cfg.run.name}", [*rows, verdict], table, command,
+    write_results("dtype" if args.config == DEFAULT_CONFIG else f"dtype-{cfg.run.name}", [*rows, verdict], table, command,
                   f"{args.model} on {device}, {cfg.data.path} {'+'.join(args.splits)} ({len(texts)} dialogues), {args.config}'s zero-shot "
                   f"`{cfg.select.template}` prompt with the chat template, greedy, up to {new_tokens} new tokens, batches "
                   f"of {cfg.evaluate.batch_size} (the two dtypes alternating batch by batch); ROUGE-L per example "

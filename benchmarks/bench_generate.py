@@ -117,7 +117,8 @@ def llamacpp_decode(model_dir: str, texts, new_tokens: int, limits: dict) -> lis
     llama.cpp memory-maps the file and computes on it as stored, so the file's bytes are what a token reads."""
     from lifecycle.core import gguf_export, gguf_runtime
 
-    if gguf_runtime.llamacpp_version() is None:
+    version = gguf_runtime.llamacpp_version()
+    if version is None:
         return []
     from llama_cpp import Llama
 
@@ -129,7 +130,7 @@ def llamacpp_decode(model_dir: str, texts, new_tokens: int, limits: dict) -> lis
         greedy(llm, tokens[:2], 2)  # warm-up
         seconds = greedy(llm, tokens, new_tokens) - greedy(llm, tokens, 1)
         pages = torch.from_numpy(np.memmap(path, mode="c"))  # the page cache llama.cpp maps the file from
-        rows.append(decode_row(f"llama.cpp {gguf_runtime.llamacpp_version()}", f"GGUF {kind}", path.stat().st_size,
+        rows.append(decode_row(f"llama.cpp {version}", f"GGUF {kind}", path.stat().st_size,
                                len(texts) * (new_tokens - 1) / seconds, read_rate([pages]), limits))
         llm.close()
     return rows
