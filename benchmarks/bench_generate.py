@@ -1,6 +1,8 @@
 """Generation throughput: lifecycle's batched generation, in the dtype the stages use (`--dtype auto`: bf16
 where the hardware computes it natively), vs the classic per-example fp32 `generate` loop; same prompts
-and greedy decoding of a fixed number of new tokens. And batch-1 decoding alone (prefill subtracted)
+and greedy decoding of a fixed number of new tokens; how much of the stages' batch is prefill; and each decoding lever
+transformers offers for it alone, on top of the stages' batch (a static KV cache, then with `torch.compile` of the
+decode step). And batch-1 decoding alone (prefill subtracted)
 against its memory-bandwidth bound: every decoded token reads every weight once — in transformers, and
 in llama.cpp (where `make llamacpp` installed it) on the same model written as GGUF by quantize's exporter.
 
@@ -12,6 +14,7 @@ Writes benchmarks/results/generate.{json,md}.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -51,19 +54,28 @@ def main() -> None:
     for m in (baseline, model):  # warm-up: first calls pay one-off costs
         generate.generate(m, tokenizer, texts[:2], config, batch_size=2)
 
-    rows = [loop(baseline, tokenizer, texts, config, prompts)]
-    for batch_size in args.batch_sizes:
+    rows, out_by_batch = [loop(baseline, tokenizer, texts, config, prompts)], {}
+    for batch_size in sorted({*args.batch_sizes, generate.BATCH_SIZE}):
         began = time.perf_counter()
-        out = generate.generate(model, tokenizer, texts, config, batch_size=batch_size)
+        out_by_batch[batch_size] = generate.generate(model, tokenizer, texts, config, batch_size=batch_size)
         seconds = time.perf_counter() - began
-        rows.append(row(f"lifecycle batched ({dtype}, batch {batch_size})", sum(g.new_tokens for g in out), seconds))
+        rows.append(row(f"lifecycle batched ({dtype}, batch {batch_size})",
+                        sum(g.new_tokens for g in out_by_batch[batch_size]), seconds))
+    rows += levers(model, tokenizer, texts, config, out_by_batch[generate.BATCH_SIZE], dtype)
+    prefill = prefill_seconds(model, tokenizer, texts, config)
+    default_s = next(r for r in rows if r["method"] == f"lifecycle batched ({dtype}, batch {generate.BATCH_SIZE})")["seconds"]
     for r in rows:
         r["speedup_vs_loop"] = round(r["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
     limits = machine_limits(str(model.device))
     decode = [decode_only(m, tokenizer, texts[:4], args.new_tokens, prompts, limits) for m in (baseline, model)]
     decode += llamacpp_decode(path, texts[:4], args.new_tokens, limits)
-    table = ["| method | new tokens | seconds | tokens/s | speed-up |", "|---|---|---|---|---|"]
-    table += [f"| {r['method']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']}x |" for r in rows]
+    table = ["| method | new tokens | seconds | tokens/s | speed-up | first call s | summaries as the default's |",
+             "|---|---|---|---|---|---|---|"]
+    table += [f"| {r['method']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']}x | "
+              f"{r.get('first_call_s', '')} | {'' if r.get('same_as_default') is None else r['same_as_default']} |"
+              for r in rows]
+    table += ["", f"Prefill: the same batches of {generate.BATCH_SIZE} generating 1 new token take {prefill:.1f} s, "
+              f"{prefill / default_s:.0%} of the {default_s} s of {args.new_tokens} new tokens."]
     table += ["", f"Batch-1 decoding alone (the time of {args.new_tokens} new tokens minus that of 1, i.e. without the "
               f"prefill; greedy, {len(texts[:4])} prompts). Every decoded token reads every weight once, so the rate "
               "at which this machine reads those weights where they lie (their bytes summed, best of 1 s) bounds it. "
@@ -77,6 +89,7 @@ def main() -> None:
               for d in decode]
     if not any(d["runtime"].startswith("llama.cpp") for d in decode):
         table += ["", f"llama.cpp rows left out: llama-cpp-python is not installed; {gguf_runtime.INSTALL_HINT}."]
+    rows.append({"method": f"prefill (batch {generate.BATCH_SIZE}, 1 new token)", "seconds": round(prefill, 1)})
     rows.append({"method": "batch-1 decode", "decode": decode, "machine_limits": limits})
     write_results(f"generate-{args.shape}" if args.shape else "generate", rows, table,
                   f"python benchmarks/bench_generate.py --examples {args.examples} --new-tokens {args.new_tokens} "
@@ -84,6 +97,44 @@ def main() -> None:
                   + (f" --shape {args.shape}" if args.shape else ""),
                   f"{what} (loop float32, lifecycle {dtype}, device {model.device}), {args.examples} demo validation "
                   f"dialogues, `summarize` template with the chat template, greedy, exactly {args.new_tokens} new tokens each")
+
+
+def levers(model, tokenizer, texts, config, default: list, dtype: str) -> list[dict]:
+    """Each of transformers' decoding levers alone at the stages' batch size, timed on its second call, with the
+    first call's seconds (compiling, for torch.compile) and how many summaries match the default decoding's."""
+    from transformers import CompileConfig
+
+    from lifecycle.core import generate
+
+    static = copy.deepcopy(config)
+    static.cache_implementation = "static"
+    compiled = copy.deepcopy(static)
+    compiled.compile_config = CompileConfig(mode="default")  # its "reduce-overhead" is CUDA graphs
+    compiled.compile_config._compile_all_devices = True  # transformers compiles on GPUs only otherwise
+    rows = []
+    for name, variant in (("static KV cache", static), ("static KV cache + torch.compile of the decode step", compiled)):
+        first, out = timed(model, tokenizer, texts, variant)
+        seconds, out = timed(model, tokenizer, texts, variant)
+        rows.append(row(f"lifecycle batched ({dtype}, batch {generate.BATCH_SIZE}), {name}",
+                        sum(g.new_tokens for g in out), seconds)
+                    | {"first_call_s": round(first, 1), "same_as_default": sum(
+                        a.prediction == b.prediction for a, b in zip(out, default))})
+    return rows
+
+
+def prefill_seconds(model, tokenizer, texts, config) -> float:
+    """The stages' batches of the same prompts generating 1 new token: the prefill's share of their time."""
+    one = copy.deepcopy(config)
+    one.max_new_tokens = one.min_new_tokens = 1
+    return timed(model, tokenizer, texts, one)[0]
+
+
+def timed(model, tokenizer, texts, config) -> tuple[float, list]:
+    from lifecycle.core import generate
+
+    began = time.perf_counter()
+    out = generate.generate(model, tokenizer, texts, config, batch_size=generate.BATCH_SIZE)
+    return time.perf_counter() - began, out
 
 
 def loop(model, tokenizer, texts, config, prompts) -> dict:
