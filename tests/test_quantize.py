@@ -255,3 +255,18 @@ def test_unsupported_architecture_gets_a_note_and_no_gguf_rows(tiny_seq2seq, tin
     assert gguf_variants.refusal(tiny_causal) is None
     notes = quantreport._gguf_notes({"reference": {}}, {"gguf_refused": reason})
     assert notes[:3] == ["## GGUF", "", f"No GGUF variants: {reason}"]
+
+
+def test_a_run_made_from_a_relative_root_quantizes_from_any_directory(clone_run, tmp_path, monkeypatch):
+    """Manifests record their upstream's path as the run was written, relative to the directory it ran from;
+    quantize's lineage reads the run's own folder instead, so a run keeps working when read from elsewhere."""
+    monkeypatch.chdir(tmp_path)  # the clone lies in tmp_path/runs
+    code, _, err = clone_run("rlhf", "--force", "run.root=runs")  # its manifest names runs/tiny/finetune/…
+    assert code == 0, err
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, err = clone_run("quantize", "quantize.variants=[reference]", "quantize.gguf.types=[]",
+                             "quantize.check_pipeline=false")
+    assert code == 0, err
+    report = json.loads((clone_run.root / "quantize" / "quantize.json").read_text())
+    assert report["source"]["stage"] == "rlhf" and report["source"]["base_model"] == clone_run.causal

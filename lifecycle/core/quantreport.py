@@ -4,7 +4,6 @@ and the stage's headline metrics and one-line summary, all from the measured row
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lifecycle.core import artifacts
@@ -16,7 +15,7 @@ from lifecycle.core.systems import show_ci, show_change
 def lineage(run: StageRun, stage: str, model: str, task: str) -> dict:
     """Where the deployed model comes from: its task, run, stage, folder, base model and that stage's manifest."""
     manifest = run.inputs[stage]
-    return {"task": task, "run": str(run.run.root), "stage": stage, "model": model, "base_model": _base_model(run, manifest),
+    return {"task": task, "run": str(run.run.root), "stage": stage, "model": model, "base_model": _base_model(run),
             "manifest_sha256": run.run.manifest_hash(stage), "finished_at": manifest.get("finished_at"),
             "method": manifest.get("metrics", {}).get("method")}
 
@@ -130,16 +129,12 @@ def summary(rows: dict, decision: dict) -> str:
     return "\n".join(lines)
 
 
-def _base_model(run: StageRun, manifest: dict) -> str | None:
-    """The foundation model at the root of the lineage: follow the upstream manifests to select's choice."""
-    while manifest:
-        inputs = manifest.get("inputs", {})
-        if "select" in inputs:
-            select = json.loads(Path(inputs["select"]["path"]).read_text())
-            return artifacts.read(run.run, "select", artifacts.Selection, select).selected
-        upstream = inputs.get("finetune")
-        manifest = json.loads(Path(upstream["path"]).read_text()) if upstream else None
-    return None
+def _base_model(run: StageRun) -> str | None:
+    """The foundation model at the root of the lineage: select's choice in this run. Every stage consumes
+    upstream stages of its own run, so this run's folder is read, wherever it lies now: not the paths the
+    manifests recorded, which name it as it was written (relative to the directory it ran from)."""
+    select = run.run.manifest("select")
+    return artifacts.read(run.run, "select", artifacts.Selection, select).selected if select else None
 
 
 def _num(value: float | None, spec: str) -> str:
