@@ -270,3 +270,17 @@ def test_a_run_made_from_a_relative_root_quantizes_from_any_directory(clone_run,
     assert code == 0, err
     report = json.loads((clone_run.root / "quantize" / "quantize.json").read_text())
     assert report["source"]["stage"] == "rlhf" and report["source"]["base_model"] == clone_run.causal
+
+
+def test_a_rerun_reuses_the_gguf_readers_predictions_without_loading_the_file(clone_run, monkeypatch):
+    from lifecycle.core import gguf_runtime
+
+    def unwanted(path):
+        raise AssertionError(f"{path} was dequantized although its predictions are this run's already")
+
+    monkeypatch.setattr(gguf_runtime, "load_with_transformers", unwanted)
+    code, out, err = clone_run("quantize", "--force", "quantize.variants=[reference]", "quantize.check_pipeline=false")
+    assert code == 0, err
+    assert "quantize gguf-q8_0 (transformers gguf_file=): reusing the 4 predictions" in out
+    row = json.loads((clone_run.root / "quantize" / "quantize.json").read_text())["variants"]["gguf-q8_0"]
+    assert row["transformers_reader"]["examples"] == 4

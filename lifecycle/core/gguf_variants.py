@@ -62,7 +62,7 @@ def measure(cfg, reference: Path, folder: Path, kind: str, test, prompt: Prompt,
     modelfile.write(path, reference, prompt, task)
     write_json(folder / "prompt.json", dataclasses.asdict(prompt))
     shutil.copy(reference / "generation_config.json", folder)  # the run's decoding, for the GGUF's transformers readers
-    model = gguf_runtime.load_with_transformers(path)
+    model = systems.LazyModel(cfg, str(path), load=lambda: gguf_runtime.load_with_transformers(path))
     # the reference's tokenizer: the same vocabulary the file carries (tests/test_gguf.py checks they agree)
     read = systems.predict(cfg, str(reference), prompt, test, cfg.quantize.batch_size, f"quantize {name(kind)} "
                            "(transformers gguf_file=)", model=model, weights=str(folder))

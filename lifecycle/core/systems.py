@@ -16,14 +16,16 @@ SLICED = ("rougeL", "toxicity")  # the scores reported on the data's slice
 
 
 class LazyModel:
-    """A system's model, loaded on first use: a system whose predictions are all reused never loads."""
+    """A system's model, loaded on first use: a system whose predictions are all reused never loads.
+    `load`: how to load it, when not `path`'s model in the run's device and dtype (a GGUF file)."""
 
-    def __init__(self, cfg, path: str):
-        self.cfg, self.path, self.model = cfg, path, None
+    def __init__(self, cfg, path: str, load=None):
+        self.cfg, self.path, self.load, self.model = cfg, path, load, None
 
     def __call__(self):
         if self.model is None:
-            self.model = models.load_model(self.path, self.cfg.models.device, self.cfg.models.dtype)
+            self.model = self.load() if self.load else models.load_model(self.path, self.cfg.models.device,
+                                                                          self.cfg.models.dtype)
         return self.model
 
 
