@@ -54,16 +54,14 @@ def main() -> None:
     for m in (baseline, model):  # warm-up: first calls pay one-off costs
         generate.generate(m, tokenizer, texts[:2], config, batch_size=2)
 
-    rows, out_by_batch = [loop(baseline, tokenizer, texts, config, prompts)], {}
+    rows, runs = [loop(baseline, tokenizer, texts, config, prompts)], {}
     for batch_size in sorted({*args.batch_sizes, generate.BATCH_SIZE}):
-        began = time.perf_counter()
-        out_by_batch[batch_size] = generate.generate(model, tokenizer, texts, config, batch_size=batch_size)
-        seconds = time.perf_counter() - began
-        rows.append(row(f"lifecycle batched ({dtype}, batch {batch_size})",
-                        sum(g.new_tokens for g in out_by_batch[batch_size]), seconds))
-    rows += levers(model, tokenizer, texts, config, out_by_batch[generate.BATCH_SIZE], dtype)
+        seconds, out = timed(model, tokenizer, texts, config, batch_size)
+        runs[batch_size] = seconds, out
+        rows.append(row(f"lifecycle batched ({dtype}, batch {batch_size})", sum(g.new_tokens for g in out), seconds))
+    default_s, default = runs[generate.BATCH_SIZE]
+    rows += levers(model, tokenizer, texts, config, default, dtype)
     prefill = prefill_seconds(model, tokenizer, texts, config)
-    default_s = next(r for r in rows if r["method"] == f"lifecycle batched ({dtype}, batch {generate.BATCH_SIZE})")["seconds"]
     for r in rows:
         r["speedup_vs_loop"] = round(r["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
     limits = machine_limits(str(model.device))
@@ -75,7 +73,7 @@ def main() -> None:
               f"{r.get('first_call_s', '')} | {'' if r.get('same_as_default') is None else r['same_as_default']} |"
               for r in rows]
     table += ["", f"Prefill: the same batches of {generate.BATCH_SIZE} generating 1 new token take {prefill:.1f} s, "
-              f"{prefill / default_s:.0%} of the {default_s} s of {args.new_tokens} new tokens."]
+              f"{prefill / default_s:.0%} of the {default_s:.1f} s of {args.new_tokens} new tokens."]
     table += ["", f"Batch-1 decoding alone (the time of {args.new_tokens} new tokens minus that of 1, i.e. without the "
               f"prefill; greedy, {len(texts[:4])} prompts). Every decoded token reads every weight once, so the rate "
               "at which this machine reads those weights where they lie (their bytes summed, best of 1 s) bounds it. "
@@ -129,11 +127,12 @@ def prefill_seconds(model, tokenizer, texts, config) -> float:
     return timed(model, tokenizer, texts, one)[0]
 
 
-def timed(model, tokenizer, texts, config) -> tuple[float, list]:
+def timed(model, tokenizer, texts, config, batch_size: int | None = None) -> tuple[float, list]:
+    """(seconds, generations) of lifecycle's batched generation, in the stages' batches unless `batch_size`."""
     from lifecycle.core import generate
 
     began = time.perf_counter()
-    out = generate.generate(model, tokenizer, texts, config, batch_size=generate.BATCH_SIZE)
+    out = generate.generate(model, tokenizer, texts, config, batch_size=batch_size or generate.BATCH_SIZE)
     return time.perf_counter() - began, out
 
 
